@@ -1,0 +1,78 @@
+"""Embedder registry: names map to import strings, so a backend (and torch) loads only when used.
+
+A spec names one backend and its options: ``"dsp"``, ``"musicnn"``, ``"musicnn:model=MTT:layer=penultimate"``.
+Several specs joined by commas form a combined embedding (``"dsp,musicnn"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tagstore.embedders.base import Embedder
+from tagstore.errors import MissingDependencyError, UnknownEmbedderError
+
+__all__ = ["Embedder", "REGISTRY", "available", "create", "parse_spec", "parse_specs"]
+
+# name -> (import string "module:Class", extra that provides its dependencies or None)
+REGISTRY: dict[str, tuple[str, str | None]] = {
+    "dsp": ("tagstore.embedders.dsp:DSPEmbedder", None),
+    "musicnn": ("tagstore.embedders.musicnn:MusicnnEmbedder", "torch"),
+    "vggish": ("tagstore.embedders.vggish:VGGishEmbedder", "torch"),
+    "openl3": ("tagstore.embedders.openl3:OpenL3Embedder", "torch"),
+    "passt": ("tagstore.embedders.passt:PaSSTEmbedder", "torch"),
+}
+
+
+def available() -> list[str]:
+    """Registered embedder names (whether or not their dependencies are installed)."""
+    return sorted(REGISTRY)
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"musicnn:model=MTT:layer=penultimate"`` -> ``("musicnn", {"model": "MTT", "layer": "penultimate"})``."""
+    name, *opts = [p.strip() for p in spec.strip().split(":")]
+    options: dict[str, str] = {}
+    for opt in opts:
+        key, sep, value = opt.partition("=")
+        if not sep or not key:
+            raise UnknownEmbedderError(
+                f"bad embedder option {opt!r} in {spec!r}; write options as NAME:KEY=VALUE, e.g. musicnn:model=MTT"
+            )
+        options[key] = value
+    if name not in REGISTRY:
+        raise UnknownEmbedderError(
+            f"unknown embedder {name!r}; choose from {', '.join(available())}"
+        )
+    return name, options
+
+
+def parse_specs(specs: str | list[str]) -> list[tuple[str, dict[str, str]]]:
+    """Split a comma-separated spec list (or a list of specs) into parsed specs, rejecting repeats."""
+    items = specs.split(",") if isinstance(specs, str) else list(specs)
+    parsed = [parse_spec(s) for s in items if s.strip()]
+    if not parsed:
+        raise UnknownEmbedderError(f"no embedder named in {specs!r}; choose from {', '.join(available())}")
+    names = [n for n, _ in parsed]
+    if len(set(names)) != len(names):
+        raise UnknownEmbedderError(f"embedder named twice in {specs!r}; name each backend once")
+    return parsed
+
+
+def create(name: str, options: dict[str, Any] | None = None) -> Embedder:
+    """Import and build the backend ``name`` with ``options`` (strings from a spec, or typed values)."""
+    if name not in REGISTRY:
+        raise UnknownEmbedderError(f"unknown embedder {name!r}; choose from {', '.join(available())}")
+    target, extra = REGISTRY[name]
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
+            raise UnknownEmbedderError(f"embedder {name!r} is not available in this version of tagstore") from exc
+        hint = f"pip install 'tagstore[{extra}]'" if extra else f"pip install {exc.name}"
+        raise MissingDependencyError(
+            f"embedder {name!r} needs the package {exc.name!r}, which is not installed; run: {hint}"
+        ) from exc
+    cls = getattr(module, cls_name)
+    return cls(**(options or {}))
