@@ -37,6 +37,10 @@ class StoreBusyError(StoreError):
     """Another process is writing the store."""
 
 
+class EmptyStoreError(StoreError):
+    """The store holds no tracks yet."""
+
+
 class LayoutMismatchError(StoreError):
     """A vector of another embedder layout would be mixed into the store."""
 

@@ -1,0 +1,128 @@
+"""Shared CLI plumbing: where the store is, how data and progress are printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import typer
+
+STORE_ENV = "TAGSTORE_STORE"
+CONFIG_ENV = "TAGSTORE_CONFIG"
+
+
+class State:
+    """Global options, set by the app callback."""
+
+    store: Path | None = None
+    quiet: bool = False
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(os.environ.get(CONFIG_ENV) or os.path.join(base, "tagstore", "config.toml"))
+
+
+def default_store() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "tagstore" / "store"
+
+
+def resolve_store(flag: Path | None) -> Path:
+    """The store folder, in this order: --store > $TAGSTORE_STORE > config file `store = ...` > default."""
+    if flag is not None:
+        return flag.expanduser()
+    env = os.environ.get(STORE_ENV)
+    if env:
+        return Path(env).expanduser()
+    cfg = config_path()
+    if cfg.is_file():
+        import tomllib
+
+        with cfg.open("rb") as fh:
+            value = tomllib.load(fh).get("store")
+        if value:
+            return Path(value).expanduser()
+    return default_store()
+
+
+def store_path() -> Path:
+    return resolve_store(State.store)
+
+
+def open_store() -> Any:
+    from tagstore.store import Store
+
+    return Store.open(store_path())
+
+
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def info(message: str) -> None:
+    """A log line on stderr (suppressed by --quiet)."""
+    if not State.quiet:
+        typer.echo(message, err=True)
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    """A plain aligned table on stdout; the last column is not padded."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = [headers, ["-" * w for w in widths], *cells]
+    for line in lines:
+        parts = [str(v).ljust(widths[i]) if i < len(line) - 1 else str(v) for i, v in enumerate(line)]
+        typer.echo("  ".join(parts).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def m3u(entries: Iterable[tuple[str, float | None, str]]) -> None:
+    """An extended M3U playlist on stdout: ``(path, duration_s, label)`` per entry."""
+    typer.echo("#EXTM3U")
+    for path, duration, label in entries:
+        typer.echo(f"#EXTINF:{int(round(duration)) if duration else -1},{label}")
+        typer.echo(path)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only on a terminal and at most 10 times a second."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty() and not State.quiet
+        self.last = 0.0
+        self.t0 = time.monotonic()
+
+    def __call__(self, done: int, total: int, item: str) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        width = 30
+        filled = int(width * done / total) if total else width
+        name = os.path.basename(item)[-40:]
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+            f"{now - self.t0:5.0f}s {name:<40}"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -1,0 +1,39 @@
+"""`tagstore query similar`."""
+
+from __future__ import annotations
+
+import typer
+
+from tagstore.cli import common
+
+app = typer.Typer(help="Search the store.", no_args_is_help=True)
+
+
+@app.command()
+def similar(
+    track: str = typer.Argument(..., help="A catalogue id, a stored path, or an audio file (embedded on the fly)."),
+    k: int = typer.Option(10, "-k", "--top", help="Number of results."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist (the query track first when stored)."),
+) -> None:
+    """Tracks most similar to TRACK, by cosine similarity of their embeddings."""
+    store = common.open_store()
+    q, hits = store.similar(track, k=k)
+    if json_out:
+        common.echo_json({"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in hits]})
+    elif m3u:
+        entries = [(q.path, None, f"query: {q.text}")] if q.track_id is not None and q.path else []
+        entries += [(h.path, h.duration_s, _label(h)) for h in hits]
+        common.m3u(entries)
+    else:
+        common.table([(h.rank, h.id, h.score, h.artist, h.title, h.path) for h in hits],
+                     ["#", "id", "score", "artist", "title", "path"])  # fmt: skip
+
+
+def _label(hit: object) -> str:
+    artist, title, path = getattr(hit, "artist"), getattr(hit, "title"), getattr(hit, "path")
+    return f"{artist} - {title}" if artist and title else (title or path.rsplit("/", 1)[-1])
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="query")

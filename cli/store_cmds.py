@@ -1,0 +1,77 @@
+"""`tagstore init`, `tagstore info`, `tagstore rebuild`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tagstore.cli import common
+
+
+def init(
+    path: Optional[Path] = typer.Argument(None, help="Store folder (default: --store / $TAGSTORE_STORE / per-user)."),
+    embedders: str = typer.Option("dsp", "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn."),
+    index: str = typer.Option("Flat", "--index", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,Flat ..."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new store's info as JSON."),
+) -> None:
+    """Create a store: a DuckDB catalogue and a folder for its vector index."""
+    from tagstore.store import Store
+
+    store = Store.init(path or common.store_path(), embedders=embedders, factory=index)
+    if json_out:
+        common.echo_json(store.info())
+    else:
+        typer.echo(f"created store {store.path} ({store.layout.spec}, {store.layout.dim}-d, index {index})")
+
+
+def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Store path, embedder layout, counts, index type, size and version."""
+    data = common.open_store().info()
+    if json_out:
+        common.echo_json(data)
+        return
+    idx = data["index"]
+    rows = [
+        ("store", data["store"]),
+        ("embedders", f"{data['embedders']} ({data['dim']}-d)"),
+        *[(f"  {b['name']}", f"{b['dim']}-d @ {b['sample_rate']} Hz, version {b['version']}") for b in data["layout"]],
+        ("tracks", data["counts"]["tracks"]),
+        ("audio", f"{data['total_duration_s'] / 3600:.2f} h"),
+        ("tags", data["counts"]["tags"]),
+        ("failed files", data["counts"]["failures"]),
+        ("catalogue", f"{data['catalogue_bytes'] / 1e6:.1f} MB"),
+        ("index", "none yet" if idx is None else
+            f"v{idx['version']} {idx['factory']} ({idx['metric']}), {idx['count']} vectors, "
+            f"{idx['size_bytes'] / 1e6:.1f} MB, built {idx['built_at']}{'' if idx['current'] else ' (behind the catalogue)'}"),
+    ]  # fmt: skip
+    for key, value in rows:
+        typer.echo(f"{key:<14}{value}")
+
+
+def rebuild(
+    re_embed: bool = typer.Option(False, "--re-embed", help="Recompute every embedding first (after an embedder changed)."),
+    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="With --re-embed: switch the store to these embedders."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new index record as JSON."),
+) -> None:
+    """Rebuild the vector index from the stored embeddings (atomic swap), or re-embed first."""
+    store = common.open_store()
+    bar = common.ProgressBar("re-embedding" if re_embed else "indexing")
+    try:
+        kwargs = {"embedders": embedders} if re_embed else {}
+        record = store.rebuild(re_embed=re_embed, progress=bar, **kwargs)
+    finally:
+        bar.close()
+    out = {k: record[k] for k in ("version", "file", "factory", "count", "checksum", "size_bytes")}
+    out["build_s"] = record["params"].get("build_s")
+    if json_out:
+        common.echo_json(out)
+    else:
+        typer.echo(f"index v{out['version']}: {out['count']} vectors, {out['factory']}, built in {out['build_s']} s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(init)
+    app.command()(info)
+    app.command()(rebuild)

@@ -1,0 +1,176 @@
+"""The embedding host: file -> windows -> each embedder -> pooled, concatenated track vector.
+
+A file is decoded once, in chunks, and resampled to every embedder's rate on the fly
+(``audio.stream_multi``); windows are cut as the samples arrive, so memory stays bounded by the
+chunk size, not the file length. A file shorter than one window is padded the embedder's way
+(repetition by default); after at least one full window, a trailing part shorter than a window
+is not embedded (as musicnn and VGGish do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from tagstore import audio
+from tagstore.embedders import Embedder, create, parse_specs
+from tagstore.errors import EmptyAudioError, SilentAudioError, TooShortAudioError
+from tagstore.layout import Block, Layout
+
+SILENCE_PEAK = 1e-4
+"""A file whose absolute peak stays below this (-80 dBFS) is refused as silent."""
+
+
+@dataclass
+class TrackVector:
+    """One file's embedding: ``vector`` is ``(layout.dim,)`` float32 (raw pooled blocks, concatenated)."""
+
+    vector: np.ndarray
+    duration_s: float
+    model_tags: dict[str, np.ndarray] = field(default_factory=dict)
+    """Embedder name -> ``(len(tag_names),)`` mean tag probabilities, for backends with a tag head."""
+
+
+class _Windower:
+    """Cuts a stream of samples into ``(m, win)`` windows every ``hop`` samples."""
+
+    def __init__(self, win: int, hop: int) -> None:
+        self.win, self.hop = win, hop
+        self.buf = np.zeros(0, dtype=np.float32)
+        self.emitted = 0
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        buf = np.concatenate([self.buf, chunk]) if self.buf.size else chunk
+        if buf.shape[0] < self.win:
+            self.buf = buf
+            return np.zeros((0, self.win), dtype=np.float32)
+        m = (buf.shape[0] - self.win) // self.hop + 1
+        windows = sliding_window_view(buf, self.win)[:: self.hop][:m].copy()
+        self.buf = buf[m * self.hop :].copy()
+        self.emitted += m
+        return windows
+
+
+class _BlockRun:
+    """Per-embedder state while one file streams through it."""
+
+    def __init__(self, embedder: Embedder) -> None:
+        self.embedder = embedder
+        self.windower = _Windower(embedder.window_samples, embedder.hop_samples)
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+        self.embeddings: list[np.ndarray] = []
+        self.tags: list[np.ndarray] = []
+
+    def push(self, chunk: np.ndarray) -> None:
+        windows = self.windower.push(chunk)
+        if windows.shape[0]:
+            self.pending.append(windows)
+            self.n_pending += windows.shape[0]
+        if self.n_pending >= self.embedder.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.n_pending:
+            return
+        batch = np.concatenate(self.pending)
+        self.pending, self.n_pending = [], 0
+        for start in range(0, batch.shape[0], self.embedder.batch_size):
+            emb, tags = self.embedder.embed_tags(batch[start : start + self.embedder.batch_size])
+            self.embeddings.append(np.asarray(emb, dtype=np.float32))
+            if tags is not None:
+                self.tags.append(np.asarray(tags, dtype=np.float32))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.windower.emitted == 0 and not self.embeddings:
+            if self.windower.buf.size == 0:
+                raise ValueError("no samples")
+            self.pending.append(self.embedder.pad_short(self.windower.buf)[None, :])
+            self.n_pending += 1
+        self._flush()
+        window_emb = np.concatenate(self.embeddings)
+        pooled = np.asarray(self.embedder.pool(window_emb), dtype=np.float32)
+        tags = np.concatenate(self.tags).mean(axis=0) if self.tags else None
+        return pooled, tags
+
+
+class TrackEmbedder:
+    """Embeds files with one or more embedders; the output follows :attr:`layout`."""
+
+    def __init__(self, embedders: Sequence[Embedder], chunk_s: float = 20.0) -> None:
+        if not embedders:
+            raise ValueError("at least one embedder is needed")
+        self.embedders = list(embedders)
+        self.chunk_s = chunk_s
+        self.layout = Layout(tuple(Block(**e.describe()) for e in self.embedders))
+        self.min_duration_s = max(e.min_duration_s for e in self.embedders)
+
+    @classmethod
+    def from_spec(cls, spec: str | list[str]) -> TrackEmbedder:
+        """Build from ``"dsp"`` / ``"dsp,musicnn:model=MTT"``; imports only the named backends."""
+        return cls([create(name, opts) for name, opts in parse_specs(spec)])
+
+    @classmethod
+    def from_layout(cls, layout: Layout) -> TrackEmbedder:
+        """Rebuild the embedders of a stored layout and check that they still compute the same vectors."""
+        built = cls.from_spec([b.spec for b in layout.blocks])
+        layout.check_same(built.layout)
+        return built
+
+    def embed_file(self, path: str | Path) -> TrackVector:
+        """Decode, resample, window, embed and pool one file (bounded memory)."""
+        info = audio.probe(path)
+        if info.frames is not None and info.duration_s < self.min_duration_s:
+            raise TooShortAudioError(self._too_short(path, info.duration_s))
+        rates = sorted({e.sample_rate for e in self.embedders})
+        runs = [_BlockRun(e) for e in self.embedders]
+        total, peak = 0, 0.0
+        for chunks in audio.stream_multi(path, rates, chunk_s=self.chunk_s):
+            first = chunks[rates[0]]
+            total += first.shape[0]
+            if first.size:
+                peak = max(peak, float(np.max(np.abs(first))))
+            for run in runs:
+                run.push(chunks[run.embedder.sample_rate])
+        return self._finish(path, runs, total / rates[0], peak)
+
+    def embed_audio(self, samples: np.ndarray, sample_rate: int, name: str = "<audio>") -> TrackVector:
+        """Embed mono float32 ``(n,)`` audio at ``sample_rate`` Hz held in memory."""
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"expected mono audio of shape (n,), got {samples.shape}")
+        runs = [_BlockRun(e) for e in self.embedders]
+        for run in runs:
+            run.push(audio.resample(samples, sample_rate, run.embedder.sample_rate))
+        peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+        return self._finish(name, runs, samples.shape[0] / sample_rate, peak)
+
+    def _finish(self, path: str | Path, runs: list[_BlockRun], duration_s: float, peak: float) -> TrackVector:
+        if duration_s <= 0:
+            raise EmptyAudioError(f"{path} holds no audio samples; remove it or re-export it")
+        if duration_s < self.min_duration_s:
+            raise TooShortAudioError(self._too_short(path, duration_s))
+        if peak < SILENCE_PEAK:
+            raise SilentAudioError(
+                f"{path} is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS); nothing to describe, leave it out"
+            )
+        parts, tags = [], {}
+        for run in runs:
+            pooled, run_tags = run.finish()
+            parts.append(pooled)
+            if run_tags is not None:
+                tags[run.embedder.name] = run_tags
+        vector = np.concatenate(parts).astype(np.float32)
+        if not np.all(np.isfinite(vector)):
+            raise ValueError(f"non-finite embedding for {path}")
+        return TrackVector(vector=vector, duration_s=duration_s, model_tags=tags)
+
+    def _too_short(self, path: str | Path, duration_s: float) -> str:
+        return (
+            f"{path} is too short ({duration_s:.2f} s); the embedders need at least "
+            f"{self.min_duration_s:.2f} s of audio"
+        )

@@ -1,0 +1,95 @@
+"""Shared fixtures: synthesised audio (seeded numpy), temp stores, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SR = 22050
+
+
+def synth(kind: str, seconds: float = 3.0, sr: int = SR, seed: int = 0) -> np.ndarray:
+    """Mono float32 test signals: 'tone' (harmonic note), 'chord', 'noise', 'clicks' (a beat), 'silence'."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    if kind == "tone":
+        f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
+        x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
+    elif kind == "chord":
+        root = 220.0 * 2 ** (rng.integers(0, 12) / 12)
+        x = sum(np.sin(2 * np.pi * root * r * t) for r in (1.0, 1.26, 1.5))
+    elif kind == "noise":
+        x = rng.standard_normal(t.shape[0])
+    elif kind == "clicks":
+        bpm = rng.uniform(80, 160)
+        x = np.zeros_like(t)
+        period = int(sr * 60 / bpm)
+        burst = rng.standard_normal(200) * np.exp(-np.arange(200) / 30)
+        for start in range(0, x.shape[0] - 200, period):
+            x[start : start + 200] += burst
+    elif kind == "silence":
+        x = np.zeros_like(t)
+    else:
+        raise ValueError(kind)
+    x = np.asarray(x, dtype=np.float64)
+    peak = np.max(np.abs(x)) or 1.0
+    return (0.5 * x / peak * rng.uniform(0.5, 1.0)).astype(np.float32)
+
+
+def write_clip(path: Path, kind: str, seconds: float = 3.0, sr: int = SR, seed: int = 0, **kw: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), synth(kind, seconds, sr, seed), sr, **kw)
+    return path
+
+
+KINDS = ("tone", "chord", "noise", "clicks")
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    """A folder of 12 short clips of four kinds, in two sub-folders."""
+    root = tmp_path / "music"
+    for i in range(12):
+        kind = KINDS[i % 4]
+        write_clip(root / ("a" if i < 6 else "b") / f"{kind}_{i:02d}.wav", kind, seconds=2.0 + 0.25 * i, seed=i)
+    return root
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def store(store_dir: Path):
+    from tagstore.store import Store
+
+    return Store.init(store_dir, embedders="dsp")
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A Typer CliRunner with an isolated environment (no user config, no default store)."""
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("TAGSTORE_STORE", raising=False)
+    return CliRunner()
+
+
+def cli(runner, *args: str):  # type: ignore[no-untyped-def]
+    """Invoke the CLI in-process; returns the click Result (stdout, stderr, exit_code)."""
+    from tagstore.cli.main import app
+
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests run on 2 shared cores: one BLAS thread each keeps them predictable.
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
