@@ -14,12 +14,13 @@ def add(
     paths: list[Path] = typer.Argument(..., help="Audio files or folders (walked recursively)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be added; change nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Tracks committed per transaction."),
 ) -> None:
     """Add audio files to the store; already stored files are skipped, bad files reported."""
     store = common.open_store()
     bar = common.ProgressBar("adding")
     try:
-        report = store.add(paths, dry_run=dry_run, progress=bar)
+        report = store.add(paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size)
     finally:
         bar.close()
     if json_out:

@@ -276,3 +276,65 @@ def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> li
 
         vectors.sync(store)
     return tracks
+
+
+def re_embed(store: Store, embedders: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Recompute every stored embedding (with the store's embedders, or switch to ``embedders``).
+
+    New vectors are staged in ``embeddings_staging`` in batches, so a killed run resumes; the store
+    switches to them in one transaction only when every track has one, then the index is rebuilt.
+    """
+    from tagstore import vectors
+    from tagstore.embedding import TrackEmbedder
+    from tagstore.errors import AudioError
+
+    with store.write_lock():
+        embedder = TrackEmbedder.from_spec(embedders or store.layout.spec)
+        digest = embedder.layout.digest
+        with cat.transaction(store.path) as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS embeddings_staging "
+                "(track_id BIGINT PRIMARY KEY, layout_digest VARCHAR NOT NULL, vector BLOB NOT NULL)"
+            )
+            con.execute("DELETE FROM embeddings_staging WHERE layout_digest <> ?", [digest])
+            todo = con.execute(
+                "SELECT id, path FROM tracks WHERE id NOT IN (SELECT track_id FROM embeddings_staging) ORDER BY id"
+            ).fetchall()
+            total = con.execute("SELECT count(*) FROM tracks").fetchone()[0]
+        failed: list[str] = []
+        pending: list[tuple[int, Any]] = []
+        done = total - len(todo)
+
+        def flush() -> None:
+            with cat.transaction(store.path) as con:
+                for tid, vec in pending:
+                    con.execute("INSERT INTO embeddings_staging VALUES (?, ?, ?)", [tid, digest, vec.vector.tobytes()])
+                    _store_model_tags(con, tid, vec.model_tags, embedder)
+            pending.clear()
+
+        for tid, path in todo:
+            if progress:
+                progress(done, total, path)
+            try:
+                pending.append((tid, embedder.embed_file(path)))
+            except (AudioError, OSError) as exc:
+                failed.append(f"{tid} ({exc})")
+            done += 1
+            if len(pending) >= BATCH_TRACKS:
+                flush()
+        flush()
+        if failed:
+            raise InputError(
+                f"{len(failed)} track(s) could not be re-embedded, e.g. {failed[0]}; remove them with "
+                "`tagstore remove ID` (or restore the files) and run `tagstore rebuild --re-embed` again — "
+                "the tracks already done are kept"
+            )
+        with cat.transaction(store.path) as con:
+            con.execute("DELETE FROM embeddings")
+            con.execute("INSERT INTO embeddings SELECT track_id, layout_digest, vector FROM embeddings_staging")
+            con.execute("DROP TABLE embeddings_staging")
+            cat.set_meta(con, "layout", embedder.layout.to_json())
+            cat.set_meta(con, "index_needs_rebuild", "1")
+            cat.bump_generation(con)
+        store.layout = embedder.layout
+        return vectors.rebuild(store, progress, lock=False)
