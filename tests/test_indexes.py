@@ -158,6 +158,16 @@ def test_filters_run_inside_faiss(flat: FaissIndex, data, monkeypatch) -> None:
     assert calls[0][0] == 5 and calls[0][1] is not None and calls[0][1].sel is not None
 
 
+def test_single_query_restores_thread_count(flat: FaissIndex, data) -> None:
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    single = flat.search(data[1][:1], 5)
+    assert faiss.omp_get_max_threads() == before
+    batch = flat.search(data[1][:3], 5)
+    assert np.array_equal(single[1][0], batch[1][0])
+
+
 # --- writing ----------------------------------------------------------------------------------
 
 
