@@ -36,7 +36,7 @@ def synth(kind: str, seconds: float = 3.0, sr: int = SR, seed: int = 0) -> np.nd
     else:
         raise ValueError(kind)
     x = np.asarray(x, dtype=np.float64)
-    peak = np.max(np.abs(x)) or 1.0
+    peak = (np.max(np.abs(x)) if x.size else 0.0) or 1.0
     return (0.5 * x / peak * rng.uniform(0.5, 1.0)).astype(np.float32)
 
 
