@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 AUDIO_FORMATS = ("wav", "flac")
+MIN_CLIP_S = 3.0  # every part plays within its first 2 quarters, 2.1 s at the slowest tempo
 LABEL_COLUMNS = ("path", "track", "tags", "split")
 
 
@@ -95,8 +96,8 @@ def read_labels(csv_path: str | os.PathLike) -> list[LabelRow]:
 def _check_args(n_clips: int, clip_s: float, sample_rate: int, audio_format: str) -> None:
     if n_clips < 1:
         raise InputError(f"n_clips={n_clips}: ask for at least 1 clip")
-    if not 1.0 <= clip_s <= 60.0:
-        raise InputError(f"clip_s={clip_s}: use a clip length from 1 to 60 seconds")
+    if not MIN_CLIP_S <= clip_s <= 60.0:
+        raise InputError(f"clip_s={clip_s}: use a clip length from {MIN_CLIP_S:g} to 60 seconds")
     if not 8000 <= sample_rate <= 48000:
         raise InputError(f"sample_rate={sample_rate}: use 8000 to 48000 Hz")
     if audio_format not in AUDIO_FORMATS:

@@ -217,6 +217,9 @@ def compose(clip: ClipPlan) -> "pretty_midi.PrettyMIDI":
             raise ValueError(f"unknown part role {part.role!r}")
     if clip.drums:
         _drums(s, -1)
+    silent = [p.instrument for i, p in enumerate(clip.parts) if not s.notes.get(i)]
+    if silent or (clip.drums and not s.notes.get(-1)):  # a tag must never name a silent part
+        raise ValueError(f"clip {clip.clip_id}: no notes for {silent or 'drums'} in {clip.clip_s} s")
     pm = pm_mod.PrettyMIDI(initial_tempo=float(clip.bpm))
     pm.time_signature_changes.append(pm_mod.TimeSignature(clip.meter[0], clip.meter[1], 0.0))
     pm.key_signature_changes.append(
