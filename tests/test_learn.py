@@ -113,15 +113,15 @@ def test_prototype_score_is_the_hand_computation():
     model = fit_tag(P, N, None, stats, method="prototype")
     p_pos = np.array([1, 1, 0]) / np.sqrt(2)
     np.testing.assert_allclose(model.proto_pos, p_pos, atol=1e-6)
-    # the user's negatives' unit vectors cancel: the negative prototype is the zero vector
+    # the negatives' unit vectors cancel: the (unnormalised) negative prototype is the zero vector
     np.testing.assert_allclose(model.proto_neg, 0.0, atol=1e-6)
     x = np.array([[4, 2, 1]], np.float32)  # centred (3, 1, 0)
     expected = (np.array([3, 1, 0]) @ p_pos) / np.sqrt(10)
     np.testing.assert_allclose(model.score(x), [expected], atol=1e-6)
 
-    N2 = np.array([[1, 1, 3], [1, 2, 1]], np.float32)  # units e3, e2 -> p- = (0, 1, 1)/sqrt(2)
+    N2 = np.array([[1, 1, 3], [1, 2, 1]], np.float32)  # units e3, e2 -> p- = (0, 1, 1) / 2, not renormalised
     model = fit_tag(P, N2, None, stats, method="prototype")
-    p_neg = np.array([0, 1, 1]) / np.sqrt(2)
+    p_neg = np.array([0, 1, 1]) / 2
     np.testing.assert_allclose(model.score(x), [(np.array([3, 1, 0]) @ (p_pos - p_neg)) / np.sqrt(10)], atol=1e-6)
 
 
@@ -130,8 +130,8 @@ def test_sampled_tracks_weigh_less_in_the_negative_prototype():
     P = np.array([[1.0, 0.0]], np.float32)
     model = fit_tag(P, np.array([[0.0, 1.0]], np.float32), np.array([[0.0, -1.0], [-1.0, 0.0]], np.float32),
                     stats, method="prototype", unlabelled_weight=0.25)  # fmt: skip
-    expected = np.array([-0.25, 1.0 - 0.25])
-    np.testing.assert_allclose(model.proto_neg, expected / np.linalg.norm(expected), atol=1e-6)
+    expected = np.array([-0.25, 1.0 - 0.25]) / 1.5  # (1 * e2 + 0.25 * (-e2) + 0.25 * (-e1)) / 1.5
+    np.testing.assert_allclose(model.proto_neg, expected, atol=1e-6)
 
 
 def test_best_f1_threshold_constructed():
@@ -140,7 +140,7 @@ def test_best_f1_threshold_constructed():
     t, f1 = best_f1_threshold(y, s)  # cut below 0.6: tp 3, fp 1 -> F1 6/7, beats 0.8 (tp 2)
     assert t == pytest.approx(0.4) and f1 == pytest.approx(6 / 7)
     t, f1 = best_f1_threshold(np.array([1, 0, 1], bool), np.array([0.5, 0.5, 0.1]))
-    assert f1 == pytest.approx(1.0) and t == pytest.approx(0.1)  # ties are one step
+    assert f1 == pytest.approx(0.8) and t == pytest.approx(0.1)  # tied scores are one step: F1 0.5 there
 
 
 def test_average_precision_matches_sklearn_with_ties():
@@ -155,7 +155,8 @@ def test_average_precision_matches_sklearn_with_ties():
 def test_threshold_separates_separable_examples(catalogue):
     X, tag, stats = catalogue
     rng = np.random.default_rng(1)
-    P = X[:10] + 8.0 * stats.std  # far from the catalogue along every axis
+    direction = rng.choice([-1.0, 1.0], size=64)
+    P = stats.mean + stats.std * (6.0 * direction + 0.5 * rng.normal(size=(10, 64)))  # a tight, far cluster
     U = X[rng.choice(len(X), 200, replace=False)]
     for method in ("probe", "prototype", "ensemble"):
         model = fit_tag(P, None, U, stats, method=method, seed=2)
@@ -286,7 +287,8 @@ def test_explain_parts_add_up(catalogue):
     assert parts["intercept"] + parts["top_dimensions_sum"] + parts["other_dimensions"] == pytest.approx(
         parts["probe_logit"], abs=1e-3
     )
-    assert parts["cos_pos"] - parts["cos_neg"] == pytest.approx(parts["prototype"], abs=1e-5)
+    assert parts["cos_pos"] - parts["neg_coherence"] * parts["cos_neg"] == pytest.approx(parts["prototype"], abs=1e-5)
+    assert 0 < parts["neg_coherence"] <= 1
     assert 0.5 * (parts["probe_z"] + parts["prototype_z"]) == pytest.approx(e.score, abs=1e-4)
     assert e.predicted == (e.score >= e.threshold)
     c = e.top_dimensions[0]
