@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,16 @@ def store_path() -> Path:
     return resolve_store(State.store)
 
 
-def open_store() -> Any:
+@contextlib.contextmanager
+def open_store() -> Iterator[Any]:
+    """The store for this command, its cached connection closed when the command ends."""
     from tagstore.store import Store
 
-    return Store.open(store_path())
+    store = Store.open(store_path())
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def echo_json(data: Any) -> None:

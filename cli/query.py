@@ -17,8 +17,8 @@ def similar(
     m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist (the query track first when stored)."),
 ) -> None:
     """Tracks most similar to TRACK, by cosine similarity of their embeddings."""
-    store = common.open_store()
-    q, hits = store.similar(track, k=k)
+    with common.open_store() as store:
+        q, hits = store.similar(track, k=k)
     if json_out:
         common.echo_json({"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in hits]})
     elif m3u:

@@ -28,7 +28,8 @@ def init(
 
 def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Store path, embedder layout, counts, index type, size and version."""
-    data = common.open_store().info()
+    with common.open_store() as store:
+        data = store.info()
     if json_out:
         common.echo_json(data)
         return
@@ -56,13 +57,13 @@ def rebuild(
     json_out: bool = typer.Option(False, "--json", help="Print the new index record as JSON."),
 ) -> None:
     """Rebuild the vector index from the stored embeddings (atomic swap), or re-embed first."""
-    store = common.open_store()
     bar = common.ProgressBar("re-embedding" if re_embed else "indexing")
-    try:
-        kwargs = {"embedders": embedders} if re_embed else {}
-        record = store.rebuild(re_embed=re_embed, progress=bar, **kwargs)
-    finally:
-        bar.close()
+    kwargs = {"embedders": embedders} if re_embed else {}
+    with common.open_store() as store:
+        try:
+            record = store.rebuild(re_embed=re_embed, progress=bar, **kwargs)
+        finally:
+            bar.close()
     out = {k: record[k] for k in ("version", "file", "factory", "count", "checksum", "size_bytes")}
     out["build_s"] = record["params"].get("build_s")
     if json_out:

@@ -17,12 +17,12 @@ def add(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Tracks committed per transaction."),
 ) -> None:
     """Add audio files to the store; already stored files are skipped, bad files reported."""
-    store = common.open_store()
     bar = common.ProgressBar("adding")
-    try:
-        report = store.add(paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size)
-    finally:
-        bar.close()
+    with common.open_store() as store:
+        try:
+            report = store.add(paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size)
+        finally:
+            bar.close()
     if json_out:
         common.echo_json(report.to_dict())
     elif dry_run:
@@ -52,7 +52,8 @@ def remove(
     json_out: bool = typer.Option(False, "--json", help="Print the removed tracks as JSON."),
 ) -> None:
     """Remove tracks with their embeddings, tag examples and scores (audio files are not touched)."""
-    removed = common.open_store().remove(tracks, dry_run=dry_run)
+    with common.open_store() as store:
+        removed = store.remove(tracks, dry_run=dry_run)
     if json_out:
         common.echo_json([t.to_dict() for t in removed])
         return
@@ -71,15 +72,15 @@ def tracks(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the tracks in the store."""
-    store = common.open_store()
+    with common.open_store() as store:
+        rows = store.failures() if failed else []
+        found = [] if failed else store.tracks(match=match, artist=artist, album=album, genre=genre, limit=limit)
     if failed:
-        rows = store.failures()
         if json_out:
             common.echo_json(rows)
         else:
             common.table([(r["path"], r["error"], r["reason"]) for r in rows], ["path", "error", "reason"])
         return
-    found = store.tracks(match=match, artist=artist, album=album, genre=genre, limit=limit)
     if json_out:
         common.echo_json([t.to_dict() for t in found])
     else:

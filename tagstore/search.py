@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from tagstore import catalogue as cat
 from tagstore.errors import InputError, TrackNotFoundError
 from tagstore.vectors import index_vectors, open_index
 
@@ -73,7 +72,7 @@ def similar(
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
     index, record = open_index(store)
-    with cat.reading(store.path) as con:
+    with store.reader() as con:
         q, raw = _resolve_query(store, query, con)
         if raw is None:
             from tagstore.embedding import TrackEmbedder

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,12 @@ def _track(row: Sequence[Any]) -> Track:
 class Store:
     """A tagstore folder. Construct with :meth:`init` or :meth:`open`."""
 
-    def __init__(self, path: Path, layout: Layout, factory: str) -> None:
+    def __init__(self, path: Path, layout: Layout, factory: str, con: Any | None = None) -> None:
         self.path = path
         self.layout = layout
         self.factory = factory
+        self._con = con  # cached read-only connection: one per command keeps a query cheap
+        self._writing = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -114,21 +117,52 @@ class Store:
             raise StoreNotFoundError(
                 f"no tagstore store at {path}; create one with `tagstore init {path}` or pass --store"
             )
-        with cat.reading(path) as con:
-            layout = Layout.from_json(cat.get_meta(con, "layout") or "[]")
-            factory = cat.get_meta(con, "index_factory", DEFAULT_FACTORY) or DEFAULT_FACTORY
-        return cls(path, layout, factory)
+        con = cat.connect(path, read_only=True)
+        layout = Layout.from_json(cat.get_meta(con, "layout") or "[]")
+        factory = cat.get_meta(con, "index_factory", DEFAULT_FACTORY) or DEFAULT_FACTORY
+        return cls(path, layout, factory, con)
 
-    def write_lock(self) -> cat.WriteLock:
-        """The advisory writer lock; every writing operation holds it."""
-        return cat.WriteLock(self.path)
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Any]:
+        """A read-only catalogue connection: cached between calls, fresh while this store is writing.
+
+        DuckDB refuses a read-write connection in a process that holds a read-only one, so the cache
+        is closed whenever the write lock is taken.
+        """
+        if self._writing:
+            with self.reader() as con:
+                yield con
+            return
+        if self._con is None:
+            self._con = cat.connect(self.path, read_only=True)
+        yield self._con
+
+    def close(self) -> None:
+        """Close the cached connection (reopened on demand)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[Store]:
+        """Hold the advisory writer lock; every writing operation runs inside it."""
+        if self._writing:  # re-entrant within one store
+            yield self
+            return
+        self.close()
+        with cat.WriteLock(self.path):
+            self._writing = True
+            try:
+                yield self
+            finally:
+                self._writing = False
 
     # --- tracks ---------------------------------------------------------------------------------
 
     def resolve(self, ref: str | int, con: Any | None = None) -> Track:
         """A track by catalogue id (``42``) or by path in the store (as given or resolved)."""
         if con is None:
-            with cat.reading(self.path) as c:
+            with self.reader() as c:
                 return self.resolve(ref, c)
         cols = ", ".join(TRACK_COLUMNS)
         text = str(ref).strip()
@@ -176,19 +210,19 @@ class Store:
         sql += " ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        with cat.reading(self.path) as con:
+        with self.reader() as con:
             return [_track(r) for r in con.execute(sql, params).fetchall()]
 
     def failures(self) -> list[dict[str, str]]:
         """Files that failed to ingest, with their error class and reason."""
-        with cat.reading(self.path) as con:
+        with self.reader() as con:
             rows = con.execute("SELECT path, error, reason, failed_at FROM ingest_failures ORDER BY path").fetchall()
         return [{"path": p, "error": e, "reason": r, "failed_at": str(t)} for p, e, r, t in rows]
 
     def embeddings(self, ids: Sequence[int], con: Any | None = None) -> np.ndarray:
         """Raw stored vectors ``(len(ids), layout.dim)`` float32, in the order of ``ids``."""
         if con is None:
-            with cat.reading(self.path) as c:
+            with self.reader() as c:
                 return self.embeddings(ids, c)
         ids = [int(i) for i in ids]
         rows = con.execute(
@@ -235,7 +269,7 @@ class Store:
         """Store path, embedder layout, counts, and the active index record."""
         from tagstore import vectors
 
-        with cat.reading(self.path) as con:
+        with self.reader() as con:
             counts = {
                 name: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for name, table in (

@@ -242,7 +242,7 @@ def open_index(store: Any) -> tuple[Any, dict[str, Any]]:
     """
     from tagstore import indexes
 
-    with cat.reading(store.path) as con:
+    with store.reader() as con:
         record = active_record(con)
         generation = int(cat.get_meta(con, "generation", "0") or 0)
         n = con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
