@@ -16,12 +16,13 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 from tagstore.corpus.plan import ClipPlan, CorpusPlan, Part, all_tags, plan_corpus, split_by_track
@@ -104,6 +105,13 @@ def _check_args(n_clips: int, clip_s: float, sample_rate: int, audio_format: str
         raise InputError(f"audio_format={audio_format!r}: use one of {', '.join(AUDIO_FORMATS)}")
 
 
+def _pool_context():
+    # fork on Linux: workers need nothing from the parent but the plan, and fork spares callers the
+    # `if __name__ == "__main__":` guard that spawn demands of a script. Elsewhere, spawn.
+    methods = get_all_start_methods()
+    return get_context("fork" if sys.platform == "linux" and "fork" in methods else "spawn")
+
+
 def make_corpus(out_dir: str | os.PathLike, n_clips: int = 400, seed: int = 0, clip_s: float = 10.0,
                 sample_rate: int = 22050, progress: Callable[[int, int], None] | None = None, *,
                 test_fraction: float = 0.3, workers: int | None = None,
@@ -132,7 +140,7 @@ def make_corpus(out_dir: str | os.PathLike, n_clips: int = 400, seed: int = 0, c
             if progress:
                 progress(done, total)
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
             jobs = [pool.submit(render_clip, c, out, sample_rate, audio_format) for c in plan.clips]
             for done, job in enumerate(jobs, 1):
                 job.result()
