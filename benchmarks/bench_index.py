@@ -7,7 +7,7 @@ than isotropic noise, which is the worst case for graph indexes); queries are he
 same mixture. Prints a markdown table on stdout (progress on stderr):
 
 * build s: :func:`tagstore.indexes.build` from 10k-vector chunks; save s: atomic save incl. SHA-256.
-* load s: :func:`load` with the saved record (stat fingerprint trusted), mmap, page cache warm.
+* load s: :func:`load` with the saved record (stat fingerprint trusted), mmap + prefetch, file cached.
 * cold 1q ms: load + first query after evicting the file from the page cache (posix_fadvise).
 * 1-query ms: median of single-query searches; q/s: one batched search of all queries, k=10.
 * recall@10: against exact inner-product search (1.0 for Flat by construction).

@@ -35,6 +35,7 @@ from tagstore.errors import IndexCorruptError, VectorIndexError
 
 from . import devices
 from .devices import faiss_module, first_line
+from . import files
 from .files import REBUILD_HINT, IndexFileInfo, IndexFileRecord, check_file, corrupt, missing, write_atomic
 
 __all__ = ["FaissIndex", "create", "build", "load"]
@@ -337,6 +338,7 @@ def load(
     expected: IndexFileRecord | None = None,
     *,
     mmap: bool = True,
+    prefetch: bool = True,
     device: str = "cpu",
 ) -> FaissIndex:
     """Open a saved index, checked against the catalogue's record ``expected`` when given.
@@ -346,8 +348,11 @@ def load(
     differ from the record: see :mod:`tagstore.indexes.files`), cannot be parsed, is not an
     inner-product ``IDMap2`` index, or holds another count or dim than recorded.
 
-    ``mmap`` maps the vector data instead of reading it (CPU only). ``device`` defaults to ``"cpu"``:
-    for a few queries, copying the index to a GPU costs more than searching it on the CPU.
+    ``mmap`` maps the vector data instead of reading it (CPU only); ``prefetch`` then first reads the
+    file sequentially into the page cache, unless the checksum just did (see
+    :func:`tagstore.indexes.files.prefetch`: FAISS maps with ``MADV_RANDOM``, so a cold mapped file
+    would be read page by page). ``device`` defaults to ``"cpu"``: for a few queries, copying the
+    index to a GPU costs more than searching it on the CPU.
     """
     faiss = faiss_module()
     path = Path(path)
@@ -356,9 +361,10 @@ def load(
         stat = os.stat(path)
     except FileNotFoundError:
         raise missing(path) from None
-    if expected is not None:
-        check_file(path, expected, stat, full=False)
+    was_read = check_file(path, expected, stat, full=False) if expected is not None else False
     mapped = mmap and resolved == "cpu"
+    if mapped and prefetch and not was_read:
+        files.prefetch(path)
     try:
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
     except (RuntimeError, MemoryError) as exc:

@@ -272,6 +272,21 @@ def test_save_load_round_trip(flat: FaissIndex, data, tmp_path: Path, mmap: bool
     assert load(info.path).factory == "Flat"  # described from the file when no record is given
 
 
+def test_mapped_load_prefetches_unless_checksum_read_it(flat: FaissIndex, tmp_path: Path, monkeypatch) -> None:
+    from tagstore.indexes import files
+
+    reads: list[Path] = []
+    monkeypatch.setattr(files, "prefetch", reads.append)
+    info = flat.save(tmp_path / "tracks.faiss")
+    load(info.path, info)
+    load(info.path, info, prefetch=False)
+    load(info.path, info, mmap=False)
+    assert reads == [info.path]
+    os.utime(info.path, ns=(info.mtime_ns + 1, info.mtime_ns + 1))  # fingerprint differs: checksum reads it
+    load(info.path, info)
+    assert reads == [info.path]
+
+
 def test_mmapped_index_becomes_writable(flat: FaissIndex, data, tmp_path: Path) -> None:
     ids, vectors = data
     info = flat.save(tmp_path / "tracks.faiss")
