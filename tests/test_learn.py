@@ -205,13 +205,20 @@ def test_ensemble_incremental_scoring_equals_full(catalogue):
     np.testing.assert_allclose(model.score(new), model.score(np.vstack([X, new]))[-300:], atol=1e-5)
 
 
-def test_score_tags_stacks_models(catalogue):
+def test_score_tags_equals_scoring_each_model(catalogue):
     X, tag, stats = catalogue
     P, U = split(X, tag, 5, 100)
+    other = CatalogueStats.from_embeddings(X[:500])  # a model fitted on older stats: its own group
     models = [fit_tag(P, None, U, stats, method=m) for m in ("probe", "prototype", "ensemble")]
-    S = score_tags(models, X[:20])
-    assert S.shape == (20, 3) and S.dtype == np.float32
-    np.testing.assert_array_equal(S[:, 1], models[1].score(X[:20]))
+    models.append(fit_tag(P, None, U, other, method="ensemble"))
+    S = score_tags(models, X[:300])
+    assert S.shape == (300, 4) and S.dtype == np.float32
+    for t, model in enumerate(models):
+        np.testing.assert_allclose(S[:, t], model.score(X[:300]), atol=1e-5)
+    bad = X[:4].copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(TagError, match="row 2"):
+        score_tags(models, bad)
 
 
 # --- serialisation -----------------------------------------------------------------------------------

@@ -69,14 +69,19 @@ def _prepare(P: np.ndarray, N: np.ndarray, U: np.ndarray, R: np.ndarray | None, 
     return _Data(groups == 0, groups, base, Z, Z @ Z.T, Zr @ Z.T, V, Vr)
 
 
-def _fit_part(data: _Data, rows: np.ndarray, method: str, C: float, warm: _Part | None = None) -> _Part:
+CV_TOL = 1e-9
+"""Newton tolerance of the cross-validation fits: ranks and thresholds need no more; the final fit is exact."""
+
+
+def _fit_part(data: _Data, rows: np.ndarray, method: str, C: float, warm: _Part | None = None,
+              tol: float = 1e-13) -> _Part:  # fmt: skip
     """Fit the method's components on training ``rows`` (warm-starting the probe from ``warm``)."""
     y = data.y[rows]
     alpha, b, pos, neg = None, 0.0, None, None
     if method in ("probe", "ensemble"):
         s = class_weights(y, "balanced", data.base[rows])
         start = (None, 0.0) if warm is None else (warm.alpha, warm.b)
-        alpha, b, _ = newton_kernel(data.K[np.ix_(rows, rows)], np.where(y, 1.0, -1.0), s, C, *start)
+        alpha, b, _ = newton_kernel(data.K[np.ix_(rows, rows)], np.where(y, 1.0, -1.0), s, C, *start, tol=tol)
     if method in ("prototype", "ensemble"):
         V, w = data.V[rows], data.base[rows]
         pos = unit_rows(V[y].mean(axis=0, keepdims=True))[0]
@@ -115,7 +120,7 @@ def _cross_validate(data: _Data, folds: np.ndarray, method: str, grid: tuple[flo
         train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
         part = None
         for (oof_z, oof_logit), C in zip(out, grid):
-            part = _fit_part(data, train, method, C, warm=part)
+            part = _fit_part(data, train, method, C, warm=part, tol=CV_TOL)
             oof_z[test], oof_logit[test] = _score_z(method, part, data, test)
     return out
 

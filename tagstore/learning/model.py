@@ -103,24 +103,16 @@ class TagModel:
 
     def components(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probe logits and prototype scores of ``X`` (n, d): two (n,) float32 (zeros where unused)."""
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.dim:
-            raise TagError(
-                f"track vectors have shape {X.shape}, the tag model expects (n, {self.dim}); "
-                "use vectors of the store's embedder layout"
-            )
-        n = X.shape[0]
-        probe, proto = np.zeros(n, np.float32), np.zeros(n, np.float32)
-        P = self._projection
-        for i in range(0, n, SCORE_CHUNK):
-            Xc = np.subtract(X[i : i + SCORE_CHUNK], self.mean, dtype=np.float32)
-            proj = Xc @ P
-            if self.uses_probe:
-                probe[i : i + SCORE_CHUNK] = proj[:, 0] + np.float32(self.intercept)
-            if self.uses_prototype:
-                norms = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
-                with np.errstate(invalid="ignore"):  # inf rows become NaN, reported by score()
-                    proto[i : i + SCORE_CHUNK] = proj[:, 1] / np.maximum(norms, np.finfo(np.float32).tiny)
+        proj, norms = _project(X, self.mean, self._projection, self.uses_prototype)
+        return self._split(proj, norms)
+
+    def _split(self, proj: np.ndarray, norms: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Components from ``(Xc @ _projection)`` (n, 2) and the centred rows' norms (n,)."""
+        probe = proj[:, 0] + np.float32(self.intercept) if self.uses_probe else np.zeros(len(proj), np.float32)
+        proto = np.zeros(len(proj), np.float32)
+        if self.uses_prototype:
+            with np.errstate(invalid="ignore"):  # inf rows become NaN, reported by score()
+                proto = proj[:, 1] / np.maximum(norms, np.finfo(np.float32).tiny)
         return probe, proto
 
     def combine(self, probe: np.ndarray, proto: np.ndarray) -> np.ndarray:
@@ -130,11 +122,7 @@ class TagModel:
     def score(self, X: np.ndarray) -> np.ndarray:
         """Scores (n,) float32 of track vectors ``X`` (n, d); each row is scored independently, so scoring
         new tracks in any batches gives the same scores as rescoring the catalogue (up to float32 rounding)."""
-        out = self.combine(*self.components(X))
-        bad = ~np.isfinite(out)
-        if bad.any():
-            raise TagError(f"track vector row {int(np.flatnonzero(bad)[0])} contains NaN or inf; re-embed it")
-        return out
+        return _finite(self.combine(*self.components(X)))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """``score(X) >= threshold``: (n,) bool."""
@@ -217,9 +205,47 @@ class TagModel:
         return cls.from_dict(d)
 
 
+def _project(X: np.ndarray, mean: np.ndarray, P: np.ndarray, norms: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(X - mean) @ P`` (n, k) float32 and, if asked, the centred rows' L2 norms (n,), in row chunks."""
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != mean.shape[0]:
+        raise TagError(
+            f"track vectors have shape {X.shape}, the tag model expects (n, {mean.shape[0]}); "
+            "use vectors of the store's embedder layout"
+        )
+    proj = np.empty((X.shape[0], P.shape[1]), np.float32)
+    out_norms = np.empty(X.shape[0], np.float32) if norms else None
+    for i in range(0, X.shape[0], SCORE_CHUNK):
+        Xc = np.subtract(X[i : i + SCORE_CHUNK], mean, dtype=np.float32)
+        proj[i : i + SCORE_CHUNK] = Xc @ P
+        if out_norms is not None:
+            out_norms[i : i + SCORE_CHUNK] = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
+    return proj, out_norms
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """``scores``, or TagError naming the first row whose input held NaN or inf."""
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        row = int(np.flatnonzero(bad.reshape(len(scores), -1).any(axis=1))[0])
+        raise TagError(f"track vector row {row} contains NaN or inf; re-embed it")
+    return scores
+
+
 def score_tags(models: list[TagModel], X: np.ndarray) -> np.ndarray:
-    """Scores (n, T) float32 of track vectors ``X`` (n, d) under T tag models (column t: models[t])."""
+    """Scores (n, T) float32 of track vectors ``X`` (n, d) under T tag models (column t: models[t]).
+
+    Equal to ``model.score(X)`` per column; models fitted with the same catalogue mean share one pass over
+    X (one centring, one (d, 2T) matrix product), so many tags cost little more than one.
+    """
     out = np.empty((np.asarray(X).shape[0], len(models)), dtype=np.float32)
+    groups: dict[bytes, list[int]] = {}
     for t, model in enumerate(models):
-        out[:, t] = model.score(X)
-    return out
+        groups.setdefault(model.mean.tobytes(), []).append(t)
+    for ts in groups.values():
+        group = [models[t] for t in ts]
+        P = np.hstack([m._projection for m in group])
+        proj, norms = _project(X, group[0].mean, P, any(m.uses_prototype for m in group))
+        for j, (t, m) in enumerate(zip(ts, group)):
+            out[:, t] = m.combine(*m._split(proj[:, 2 * j : 2 * j + 2], norms))
+    return _finite(out)
