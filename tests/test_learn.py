@@ -29,7 +29,7 @@ from sklearn.metrics import average_precision_score  # noqa: E402
 
 
 def make_catalogue(n: int = 2000, d: int = 64, seed: int = 0, prevalence: float = 0.02):
-    """Seeded catalogue (n, d) float32 with low-rank structure and an offset mean, and a rare tag (n,) bool."""
+    """Seeded (n, d) float32 catalogue (low-rank structure, offset mean) and a rare tag: (n,) bool."""
     rng = np.random.default_rng(seed)
     k = 8
     G = rng.normal(size=(n, k))
@@ -122,7 +122,9 @@ def test_prototype_score_is_the_hand_computation():
     N2 = np.array([[1, 1, 3], [1, 2, 1]], np.float32)  # units e3, e2 -> p- = (0, 1, 1) / 2, not renormalised
     model = fit_tag(P, N2, None, stats, method="prototype")
     p_neg = np.array([0, 1, 1]) / 2
-    np.testing.assert_allclose(model.score(x), [(np.array([3, 1, 0]) @ (p_pos - p_neg)) / np.sqrt(10)], atol=1e-6)
+    np.testing.assert_allclose(
+        model.score(x), [(np.array([3, 1, 0]) @ (p_pos - p_neg)) / np.sqrt(10)], atol=1e-6
+    )
 
 
 def test_sampled_tracks_weigh_less_in_the_negative_prototype():
@@ -294,7 +296,9 @@ def test_explain_parts_add_up(catalogue):
     assert parts["intercept"] + parts["top_dimensions_sum"] + parts["other_dimensions"] == pytest.approx(
         parts["probe_logit"], abs=1e-3
     )
-    assert parts["cos_pos"] - parts["neg_coherence"] * parts["cos_neg"] == pytest.approx(parts["prototype"], abs=1e-5)
+    assert parts["cos_pos"] - parts["neg_coherence"] * parts["cos_neg"] == pytest.approx(
+        parts["prototype"], abs=1e-5
+    )
     assert 0 < parts["neg_coherence"] <= 1
     assert 0.5 * (parts["probe_z"] + parts["prototype_z"]) == pytest.approx(e.score, abs=1e-4)
     assert e.predicted == (e.score >= e.threshold)

@@ -15,8 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from tagstore.errors import TagError
-from tagstore.learning.metrics import average_precision, best_f1_threshold, reference_constants, stratified_folds
-from tagstore.learning.model import METHODS, TagModel, combine_scores
+from tagstore.learning.metrics import (
+    average_precision,
+    best_f1_threshold,
+    reference_constants,
+    stratified_folds,
+)
+from tagstore.learning.model import METHODS, Ref, TagModel, combine_scores
 from tagstore.learning.probe import C_DEFAULT, C_GRID, class_weights, newton_kernel
 from tagstore.learning.stats import CatalogueStats, as_matrix, unit_rows
 
@@ -70,7 +75,7 @@ def _prepare(P: np.ndarray, N: np.ndarray, U: np.ndarray, R: np.ndarray | None, 
 
 
 CV_TOL = 1e-9
-"""Newton tolerance of the cross-validation fits: ranks and thresholds need no more; the final fit is exact."""
+"""Newton tolerance of the cross-validation fits (ranks and thresholds need no more); the final fit: 1e-13."""
 
 
 def _fit_part(data: _Data, rows: np.ndarray, method: str, C: float, warm: _Part | None = None,
@@ -93,16 +98,22 @@ def _fit_part(data: _Data, rows: np.ndarray, method: str, C: float, warm: _Part 
 def _components(part: _Part, K_block: np.ndarray, V_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probe logits and prototype scores (m,) of rows given their kernel block (m, n) and unit rows."""
     probe = K_block[:, part.rows] @ part.alpha + part.b if part.alpha is not None else np.zeros(len(V_rows))
-    proto = V_rows @ (part.proto_pos - part.proto_neg) if part.proto_pos is not None else np.zeros(len(V_rows))
+    proto = (
+        V_rows @ (part.proto_pos - part.proto_neg) if part.proto_pos is not None else np.zeros(len(V_rows))
+    )
     return probe, proto
 
 
-def _refs(method: str, part: _Part, data: _Data) -> tuple:
+def _refs(method: str, part: _Part, data: _Data) -> tuple[Ref | None, Ref | None, Ref]:
     """Reference constants (probe_ref, proto_ref, score_ref) of a part, over the reference rows."""
     probe, proto = _components(part, data.Kr, data.Vr)
     probe_ref = reference_constants(probe) if part.alpha is not None else None
     proto_ref = reference_constants(proto) if part.proto_pos is not None else None
-    return probe_ref, proto_ref, reference_constants(combine_scores(method, probe, proto, probe_ref, proto_ref))
+    return (
+        probe_ref,
+        proto_ref,
+        reference_constants(combine_scores(method, probe, proto, probe_ref, proto_ref)),
+    )
 
 
 def _score_z(method: str, part: _Part, data: _Data, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,20 +123,22 @@ def _score_z(method: str, part: _Part, data: _Data, rows: np.ndarray) -> tuple[n
     return (combine_scores(method, probe, proto, probe_ref, proto_ref) - c) / scale, probe
 
 
-def _cross_validate(data: _Data, folds: np.ndarray, method: str, grid: tuple[float, ...]) -> list:
+def _cross_validate(
+    data: _Data, folds: np.ndarray, method: str, grid: tuple[float, ...]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Out-of-fold (z-scores (n,), probe logits (n,)) for each C of ``grid`` (ascending, warm-started)."""
     n = data.y.shape[0]
     out = [(np.empty(n), np.empty(n)) for _ in grid]
     for f in range(int(folds.max()) + 1):
         train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
         part = None
-        for (oof_z, oof_logit), C in zip(out, grid):
+        for (oof_z, oof_logit), C in zip(out, grid, strict=True):
             part = _fit_part(data, train, method, C, warm=part, tol=CV_TOL)
             oof_z[test], oof_logit[test] = _score_z(method, part, data, test)
     return out
 
 
-def _select(data: _Data, oof: list, grid: tuple[float, ...]) -> int:
+def _select(data: _Data, oof: list[tuple[np.ndarray, np.ndarray]], grid: tuple[float, ...]) -> int:
     """Index of the C with the best out-of-fold AP; ties (1e-9) go to the lower weighted log-loss."""
     s = class_weights(data.y, "balanced", data.base)
     sign = np.where(data.y, 1.0, -1.0)
@@ -178,7 +191,9 @@ def fit_tag(
     if R is not None and len(R) == 0:
         R = None
     data = _prepare(P, N, U, R, stats, unlabelled_weight)
-    return _fit(data, stats, method, seed, C, n_folds, rng, (len(P), len(N), len(U), len(R) if R is not None else 0))
+    return _fit(
+        data, stats, method, seed, C, n_folds, rng, (len(P), len(N), len(U), len(R) if R is not None else 0)
+    )
 
 
 def _fit(data: _Data, stats: CatalogueStats, method: str, seed: int, C: float | None, n_folds: int,

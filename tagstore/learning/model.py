@@ -108,7 +108,9 @@ class TagModel:
 
     def _split(self, proj: np.ndarray, norms: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Components from ``(Xc @ _projection)`` (n, 2) and the centred rows' norms (n,)."""
-        probe = proj[:, 0] + np.float32(self.intercept) if self.uses_probe else np.zeros(len(proj), np.float32)
+        probe = (
+            proj[:, 0] + np.float32(self.intercept) if self.uses_probe else np.zeros(len(proj), np.float32)
+        )
         proto = np.zeros(len(proj), np.float32)
         if self.uses_prototype:
             with np.errstate(invalid="ignore"):  # inf rows become NaN, reported by score()
@@ -120,8 +122,8 @@ class TagModel:
         return combine_scores(self.method, probe, proto, self.probe_ref, self.proto_ref)
 
     def score(self, X: np.ndarray) -> np.ndarray:
-        """Scores (n,) float32 of track vectors ``X`` (n, d); each row is scored independently, so scoring
-        new tracks in any batches gives the same scores as rescoring the catalogue (up to float32 rounding)."""
+        """Scores (n,) float32 of track vectors ``X`` (n, d). Each row is scored independently, so scoring
+        new tracks in any batches gives the scores a full rescoring would (up to float32 rounding)."""
         return _finite(self.combine(*self.components(X)))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -143,7 +145,9 @@ class TagModel:
             "mean": np.asarray(self.mean, dtype=np.float32),
             "std": np.asarray(self.std, dtype=np.float32),
             "scalars": np.asarray([self.threshold, self.intercept, self.C, self.cv_ap, self.cv_f1]),
-            "counts": np.asarray([self.n_pos, self.n_neg, self.n_sampled, self.n_reference, self.seed], np.int64),
+            "counts": np.asarray(
+                [self.n_pos, self.n_neg, self.n_sampled, self.n_reference, self.seed], np.int64
+            ),
             "score_ref": np.asarray(self.score_ref, dtype=np.float64),
         }
         for name in ("coef", "proto_pos", "proto_neg"):
@@ -205,7 +209,9 @@ class TagModel:
         return cls.from_dict(d)
 
 
-def _project(X: np.ndarray, mean: np.ndarray, P: np.ndarray, norms: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _project(
+    X: np.ndarray, mean: np.ndarray, P: np.ndarray, norms: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(X - mean) @ P`` (n, k) float32 and, if asked, the centred rows' L2 norms (n,), in row chunks."""
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != mean.shape[0]:
@@ -246,6 +252,6 @@ def score_tags(models: list[TagModel], X: np.ndarray) -> np.ndarray:
         group = [models[t] for t in ts]
         P = np.hstack([m._projection for m in group])
         proj, norms = _project(X, group[0].mean, P, any(m.uses_prototype for m in group))
-        for j, (t, m) in enumerate(zip(ts, group)):
+        for j, (t, m) in enumerate(zip(ts, group, strict=True)):
             out[:, t] = m.combine(*m._split(proj[:, 2 * j : 2 * j + 2], norms))
     return _finite(out)

@@ -90,11 +90,13 @@ def newton_kernel(
 
     f = objective(Ka + b, alpha @ Ka)
     it = 0
-    for it in range(1, max_iter + 1):
+    while it < max_iter:
+        it += 1
         p = _sigmoid(y * (Ka + b))
         r = -cs * y * (1.0 - p)  # d loss / d margin
         D = cs * p * (1.0 - p)  # d2 loss / d margin2
-        # Newton system for (u, db) with dw = X^T u:  (I + D K) u + D db = -(alpha + r);  D.K u + sum(D) db = -sum(r)
+        # Newton system for (u, db), dw = X^T u:
+        #   (I + D K) u + D db = -(alpha + r);   D.K u + sum(D) db = -sum(r)
         A[:n, :n] = D[:, None] * K
         A[np.arange(n), np.arange(n)] += 1.0
         A[:n, n] = D

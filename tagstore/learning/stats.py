@@ -14,7 +14,7 @@ STD_FLOOR = 1e-6
 
 
 def as_matrix(X: np.ndarray | None, name: str, dim: int) -> np.ndarray:
-    """Check ``X`` is a finite ``(n, dim)`` array; return it as C-contiguous float32 (``None`` -> ``(0, dim)``)."""
+    """Check ``X`` is a finite ``(n, dim)`` array; return it as contiguous float32 (None -> ``(0, dim)``)."""
     if X is None:
         return np.zeros((0, dim), dtype=np.float32)
     A = np.asarray(X)
@@ -32,9 +32,7 @@ def as_matrix(X: np.ndarray | None, name: str, dim: int) -> np.ndarray:
     A = np.ascontiguousarray(A, dtype=np.float32)
     bad = ~np.isfinite(A).all(axis=1)
     if bad.any():
-        raise TagError(
-            f"{name} row {int(np.flatnonzero(bad)[0])} contains NaN or inf; re-embed that track"
-        )
+        raise TagError(f"{name} row {int(np.flatnonzero(bad)[0])} contains NaN or inf; re-embed that track")
     return A
 
 
