@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import common, query, store_cmds, tracks
+from tagstore.cli import common, query, store_cmds, tags, tracks
 
 
 class _Group(TyperGroup):
@@ -59,6 +59,7 @@ def _global(
 store_cmds.register(app)
 tracks.register(app)
 query.register(app)
+tags.register(app)
 
 
 def _register_models() -> None:

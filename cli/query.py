@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from tagstore.cli import common
@@ -11,14 +13,17 @@ app = typer.Typer(help="Search the store.", no_args_is_help=True)
 
 @app.command()
 def similar(
-    track: str = typer.Argument(..., help="A catalogue id, a stored path, or an audio file (embedded on the fly)."),
+    track: Optional[str] = typer.Argument(None, help="A catalogue id, a stored path, or an audio file (embedded on the fly)."),
     k: int = typer.Option(10, "-k", "--top", help="Number of results."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Search from a learned tag's prototype instead of a track."),
+    with_tag: list[str] = typer.Option([], "--with-tag", help="Only tracks predicted to carry this tag (repeatable)."),
+    without_tag: list[str] = typer.Option([], "--without-tag", help="Leave out tracks predicted to carry this tag (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist (the query track first when stored)."),
 ) -> None:
     """Tracks most similar to TRACK, by cosine similarity of their embeddings."""
     with common.open_store() as store:
-        q, hits = store.similar(track, k=k)
+        q, hits = store.similar(track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
     if json_out:
         common.echo_json({"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in hits]})
     elif m3u:

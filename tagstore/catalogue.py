@@ -77,6 +77,15 @@ CREATE TABLE tag_examples (
     added_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (tag_id, track_id)
 );
+CREATE TABLE tag_external_examples (
+    tag_id BIGINT NOT NULL,
+    content_hash VARCHAR NOT NULL,
+    label SMALLINT NOT NULL,
+    path VARCHAR NOT NULL,
+    vector BLOB NOT NULL,
+    added_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (tag_id, content_hash)
+);
 CREATE TABLE tag_scores (
     tag_id BIGINT NOT NULL,
     track_id BIGINT NOT NULL,

@@ -157,6 +157,10 @@ def add(
         if report.added or report.updated or not _index_current(store):
             record = vectors.sync(store)
             report.index_version = record["version"] if record else None
+        if report.added or report.updated:
+            from tagstore.tagging import rescore
+
+            rescore(store)  # learned tags score the new tracks
     report.seconds = time.perf_counter() - t0
     return report
 

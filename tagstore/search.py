@@ -59,34 +59,56 @@ def _resolve_query(store: Any, query: str | int | Path, con: Any) -> tuple[Query
 
 def similar(
     store: Any,
-    query: str | int | Path,
+    query: str | int | Path | None = None,
     k: int = 10,
     include_ids: Sequence[int] | None = None,
     exclude_ids: Sequence[int] | None = None,
+    tag: str | None = None,
+    with_tags: Sequence[str] = (),
+    without_tags: Sequence[str] = (),
 ) -> tuple[Query, list[Hit]]:
     """The ``k`` stored tracks most similar to ``query`` (a stored track is not its own neighbour).
 
-    ``include_ids``/``exclude_ids`` restrict the search itself (filtered inside the index), so a
-    filter never truncates the result list below ``k`` while enough tracks match.
+    ``tag`` searches from a learned tag's prototype instead of a track. ``with_tags``/``without_tags``
+    keep only tracks predicted (not) to carry each tag; like ``include_ids``/``exclude_ids`` they
+    restrict the search itself inside the index, so a filter never truncates the result list below
+    ``k`` while enough tracks match.
     """
     if k < 1:
         raise InputError(f"-k must be at least 1, got {k}")
+    if (query is None) == (tag is None):
+        raise InputError("give either a track to search from or --tag NAME, not both")
+    from tagstore import tagging
+
+    include = None if include_ids is None else set(int(i) for i in include_ids)
+    for name in with_tags:
+        ids = set(tagging.predicted_ids(store, name).tolist())
+        include = ids if include is None else include & ids
+    excludes = set(int(i) for i in exclude_ids or ())
+    for name in without_tags:
+        excludes |= set(tagging.predicted_ids(store, name).tolist())
     index, record = open_index(store)
     with store.reader() as con:
-        q, raw = _resolve_query(store, query, con)
-        if raw is None:
-            from tagstore.embedding import TrackEmbedder
+        if tag is not None:
+            q, vec = Query(f"tag:{tag}", None, None), tagging.prototype_query(store, tag, record)
+        else:
+            q, raw = _resolve_query(store, query, con)
+            if raw is None:
+                from tagstore.embedding import TrackEmbedder
 
-            raw = TrackEmbedder.from_layout(store.layout).embed_file(q.path).vector[None, :]
-        vec = index_vectors(store, raw, record)
-        excludes = set(int(i) for i in exclude_ids or ())
+                raw = TrackEmbedder.from_layout(store.layout).embed_file(q.path).vector[None, :]
+            vec = index_vectors(store, raw, record)
         if q.track_id is not None:
             excludes.add(q.track_id)
+        if include is not None:
+            include -= excludes
+            if not include:
+                return q, []
         scores, ids = index.search(
             vec,
             k,
-            include_ids=None if include_ids is None else np.asarray(list(include_ids), dtype=np.int64),
-            exclude_ids=np.asarray(sorted(excludes), dtype=np.int64) if excludes else None,
+            include_ids=None if include is None else np.asarray(sorted(include), dtype=np.int64),
+            exclude_ids=np.asarray(sorted(excludes), dtype=np.int64) if excludes and include is None else None,
         )
         return q, hits_for(con, scores[0], ids[0])
 

@@ -249,7 +249,7 @@ class Store:
 
         return remove(self, refs, dry_run=dry_run)
 
-    def similar(self, query: str | int | Path, k: int = 10, **kwargs: Any) -> Any:
+    def similar(self, query: str | int | Path | None = None, k: int = 10, **kwargs: Any) -> Any:
         """Nearest tracks to a catalogue id, a stored path or an audio file; see :func:`tagstore.search.similar`."""
         from tagstore.search import similar
 

@@ -1,0 +1,196 @@
+"""Learned tags: add-tag, tag, tags, scores, tag-examples, remove-examples, remove-tag, propagate, suggest, explain."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tagstore.cli import common
+
+METHOD_HELP = "probe (linear probe), prototype (nearest prototype) or ensemble (both); default: the tag's, else ensemble."
+
+
+def add_tag(
+    name: str = typer.Argument(..., help="Tag name (any text; quote it in the shell)."),
+    examples: list[str] = typer.Option([], "--examples", "-e", help="Positive example: id, stored path or audio file (repeatable)."),
+    negatives: list[str] = typer.Option([], "--negatives", "-x", help="Negative example (repeatable)."),
+    examples_file: Optional[Path] = typer.Option(None, "--examples-file", help="File with one positive per line."),
+    negatives_file: Optional[Path] = typer.Option(None, "--negatives-file", help="File with one negative per line."),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help=METHOD_HELP),
+    add: bool = typer.Option(False, "--add", help="Also ingest example files that are not in the store."),
+    json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
+) -> None:
+    """Learn a tag from a few examples (run again to add examples) and score every track."""
+    from tagstore import tagging
+
+    pos = list(examples) + (tagging.read_list_file(examples_file) if examples_file else [])
+    neg = list(negatives) + (tagging.read_list_file(negatives_file) if negatives_file else [])
+    with common.open_store() as store:
+        summary = tagging.add_tag(store, name, pos, neg, method=method, add_files=add)
+    if json_out:
+        common.echo_json(summary.to_dict())
+    else:
+        ap = "n/a" if summary.cv_ap is None else f"{summary.cv_ap:.3f}"
+        typer.echo(
+            f"tag {summary.name}: {summary.n_pos} positive, {summary.n_neg} negative examples, {summary.method}; "
+            f"{summary.predicted} of {summary.scored} tracks predicted (threshold {summary.threshold:.3f}, "
+            f"cross-validated AP {ap}) in {summary.fit_s:.2f} s"
+        )
+
+
+def tag(
+    names: list[str] = typer.Argument(None, help="Tags to score (default: every learned tag)."),
+    all_tracks: bool = typer.Option(False, "--all", help="Rescore every track, not only those missing a score."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score tracks added since the tags were learned (incremental), or all with --all."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        result = tagging.rescore(store, names or None, all_tracks=all_tracks)
+    if json_out:
+        common.echo_json(result)
+    else:
+        typer.echo(f"scored {result['tracks']} tracks for {result['tags']} tags in {result['seconds']:.2f} s")
+
+
+def tags(
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only 'learned' or 'model' tags."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List tags: kind, examples, method, threshold, predicted count, cross-validated AP."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        found = tagging.list_tags(store, kind=kind)
+    if json_out:
+        common.echo_json([t.to_dict() for t in found])
+        return
+    common.table(
+        [(t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap, f"{t.predicted}/{t.scored}") for t in found],
+        ["tag", "kind", "method", "pos", "neg", "threshold", "cv AP", "predicted"],
+    )
+
+
+def scores(
+    name: str = typer.Argument(..., help="Tag name."),
+    top: int = typer.Option(20, "--top", "-k", help="Number of tracks."),
+    all_rows: bool = typer.Option(False, "--all", help="Every scored track."),
+    predicted: bool = typer.Option(False, "--predicted", help="Only tracks predicted to carry the tag."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
+    m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist."),
+) -> None:
+    """Tracks by score for a tag, best first."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        rows = tagging.scores(store, name, top=None if all_rows else top, predicted_only=predicted)
+    if json_out:
+        common.echo_json([r.to_dict() for r in rows])
+    elif csv_out:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["rank", "id", "score", "predicted", "path"])
+        writer.writerows([(r.rank, r.id, f"{r.score:.6f}", int(r.predicted), r.path) for r in rows])
+    elif m3u:
+        common.m3u((r.path, r.duration_s, f"{name} {r.score:.3f}") for r in rows)
+    else:
+        common.table([(r.rank, r.id, r.score, "yes" if r.predicted else "", r.artist, r.title, r.path) for r in rows],
+                     ["#", "id", "score", "tagged", "artist", "title", "path"])  # fmt: skip
+
+
+def tag_examples(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")) -> None:
+    """List a tag's examples."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        rows = tagging.tag_examples(store, name)
+    if json_out:
+        common.echo_json(rows)
+    else:
+        common.table([(r["label"], r["id"], r["path"]) for r in rows], ["label", "id", "path"])
+
+
+def remove_examples(
+    name: str = typer.Argument(...),
+    items: list[str] = typer.Argument(..., help="Examples to drop: ids, stored paths or outside paths."),
+) -> None:
+    """Drop examples from a tag and refit it."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        s = tagging.remove_examples(store, name, items)
+    typer.echo(f"tag {s.name}: {s.n_pos} positive, {s.n_neg} negative examples; {s.predicted} tracks predicted")
+
+
+def remove_tag(name: str = typer.Argument(...)) -> None:
+    """Delete a learned tag with its examples and scores."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        tagging.remove_tag(store, name)
+    typer.echo(f"removed tag {name!r}")
+
+
+def _listing(rows: list[dict], json_out: bool, extra: str) -> None:
+    if json_out:
+        common.echo_json(rows)
+    else:
+        common.table([(r["id"], r["score"], r.get(extra) if not isinstance(r.get(extra), list)
+                       else ",".join(map(str, r[extra])), r["path"]) for r in rows], ["id", "score", extra, "path"])  # fmt: skip
+
+
+def propagate(
+    name: str = typer.Argument(...),
+    k: int = typer.Option(10, "-k", help="Neighbours per positive example."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        _listing(tagging.propagate(store, name, k=k), json_out, "sources")
+
+
+def suggest(
+    name: str = typer.Argument(...),
+    n: int = typer.Option(10, "-n", help="Number of tracks."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Tracks worth labelling next for a tag (near its threshold, and unlike each other)."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        _listing(tagging.suggest(store, name, n=n), json_out, "threshold")
+
+
+def explain(
+    track: str = typer.Argument(..., help="Catalogue id or stored path."),
+    name: str = typer.Argument(..., help="Tag name."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Why a track has its score for a tag: nearest examples and the parts of the score."""
+    from tagstore import tagging
+
+    with common.open_store() as store:
+        data = tagging.explain(store, track, name)
+    if json_out:
+        common.echo_json(data)
+        return
+    typer.echo(f"{data['track']['path']} (id {data['track']['id']}) for {name!r} [{data['method']}]")
+    typer.echo(f"score {data['score']:.4f}, threshold {data['threshold']:.4f}: "
+               f"{'tagged' if data['predicted'] else 'not tagged'}")  # fmt: skip
+    for key, value in data["parts"].items():
+        typer.echo(f"  {key:<20}{value:+.4f}")
+    for label in ("nearest_positive", "nearest_negative"):
+        if data[label]:
+            typer.echo(f"  {label.replace('_', ' ')}: " + ", ".join(f"{n['id']} ({n['cosine']:.3f})" for n in data[label]))
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (add_tag, tag, tags, scores, tag_examples, remove_examples, remove_tag, propagate, suggest, explain):
+        app.command(fn.__name__.replace("_", "-"))(fn)
