@@ -63,7 +63,8 @@ def open_store() -> Iterator[Any]:
 
     store = Store.open(store_path())
     try:
-        yield store
+        with store.session():
+            yield store
     finally:
         store.close()
 

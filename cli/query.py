@@ -22,6 +22,8 @@ def similar(
     m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist (the query track first when stored)."),
 ) -> None:
     """Tracks most similar to TRACK, by cosine similarity of their embeddings."""
+    if (track is None) == (tag is None):
+        raise typer.BadParameter("give a TRACK to search from, or --tag NAME (not both)")
     with common.open_store() as store:
         q, hits = store.similar(track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
     if json_out:

@@ -87,6 +87,15 @@ def similar(
     excludes = set(int(i) for i in exclude_ids or ())
     for name in without_tags:
         excludes |= set(tagging.predicted_ids(store, name).tolist())
+    with store.session():
+        return _search(store, query, k, include, excludes, tag)
+
+
+def _search(
+    store: Any, query: Any, k: int, include: set[int] | None, excludes: set[int], tag: str | None
+) -> tuple[Query, list[Hit]]:
+    from tagstore import tagging
+
     index, record = open_index(store)
     with store.reader() as con:
         if tag is not None:

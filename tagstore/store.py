@@ -68,7 +68,8 @@ class Store:
         self.path = path
         self.layout = layout
         self.factory = factory
-        self._con = con  # cached read-only connection: one per command keeps a query cheap
+        self._con = con  # read-only connection kept for a session (see :meth:`session`)
+        self._sessions = 0
         self._writing = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -120,25 +121,37 @@ class Store:
         con = cat.connect(path, read_only=True)
         layout = Layout.from_json(cat.get_meta(con, "layout") or "[]")
         factory = cat.get_meta(con, "index_factory", DEFAULT_FACTORY) or DEFAULT_FACTORY
-        return cls(path, layout, factory, con)
+        return cls(path, layout, factory, con)  # the connection serves a session that follows, else closes
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Store]:
+        """Reuse one read-only connection for every read inside (a CLI command, a query)."""
+        self._sessions += 1
+        try:
+            yield self
+        finally:
+            self._sessions -= 1
+            if not self._sessions:
+                self.close()
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Any]:
-        """A read-only catalogue connection: cached between calls, fresh while this store is writing.
+        """A read-only catalogue connection: the session's inside :meth:`session`, else a fresh one.
 
-        DuckDB refuses a read-write connection in a process that holds a read-only one, so the cache
-        is closed whenever the write lock is taken.
+        DuckDB refuses a read-write connection in a process that holds a read-only one, so outside a
+        session nothing stays open, and taking the write lock closes the session's connection.
         """
-        if self._writing:
-            with self.reader() as con:
-                yield con
+        if self._sessions and not self._writing:
+            if self._con is None:
+                self._con = cat.connect(self.path, read_only=True)
+            yield self._con
             return
-        if self._con is None:
-            self._con = cat.connect(self.path, read_only=True)
-        yield self._con
+        self.close()
+        with cat.reading(self.path) as con:
+            yield con
 
     def close(self) -> None:
-        """Close the cached connection (reopened on demand)."""
+        """Close the cached connection, if any."""
         if self._con is not None:
             self._con.close()
             self._con = None

@@ -92,7 +92,7 @@ def _tag_row(con: Any, name: str) -> tuple[Any, ...] | None:
 def _require_learned(con: Any, name: str) -> int:
     row = _tag_row(con, name)
     if row is None:
-        known = [r[0] for r in con.execute("SELECT name FROM tags WHERE kind = 'learned' ORDER BY name LIMIT 5")]
+        known = [r[0] for r in con.execute("SELECT name FROM tags WHERE kind = 'learned' ORDER BY name LIMIT 5").fetchall()]
         hint = f" (learned tags: {', '.join(known)})" if known else ""
         raise UnknownTagError(f"no tag {name!r} in the store{hint}; learn it with `tagstore add-tag {name} --examples ...`")
     if row[1] != "learned":
@@ -462,7 +462,7 @@ def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary
                     full = str(Path(item).expanduser().absolute())
                     keep = [e for e in keep if e.track_id is not None or e.path != full]
                 if len(keep) == before:
-                    raise InputError(f"{item!r} is not an example of {name!r}; see `tagstore tag-examples {name}`")
+                    raise TagError(f"{item!r} is not an example of {name!r}; see `tagstore tag-examples {name}`")
             method = con.execute("SELECT method FROM tags WHERE id = ?", [tag_id]).fetchone()[0]
             model = fit_examples(store, con, name, keep, method)
             ids, sc = score_catalogue(store, con, [model])

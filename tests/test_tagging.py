@@ -1,0 +1,163 @@
+"""Learned tags through the store: fitting, scoring, incremental rescoring, propagation, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cli, write_clip
+
+from tagstore import catalogue as cat
+from tagstore import tagging
+from tagstore.errors import NotAudioError, TagError, TrackNotFoundError, UnknownTagError
+from tagstore.store import Store
+
+
+def _ids(store: Store, kind: str) -> list[int]:
+    return [t.id for t in store.tracks(match=kind)]
+
+
+def _count(store: Store, sql: str, *params: object) -> int:
+    with cat.reading(store.path) as con:
+        return con.execute(sql, list(params)).fetchone()[0]
+
+
+@pytest.fixture
+def filled(store: Store, library: Path) -> Store:
+    store.add([library])
+    store.close()
+    return store
+
+
+def test_add_tag_scores_every_track_and_ranks_examples_kind_first(filled: Store) -> None:
+    noise = _ids(filled, "noise")
+    summary = tagging.add_tag(filled, "noisy", [str(i) for i in noise[:2]])
+    assert summary.kind == "learned" and summary.n_pos == 2 and summary.scored == 12
+    top = tagging.scores(filled, "noisy", top=3)
+    assert {t.id for t in top} == set(noise)  # the third noise clip ranks with its examples
+    assert all(t.predicted == (t.score >= summary.threshold) for t in tagging.scores(filled, "noisy", top=None))
+    assert [e["id"] for e in tagging.tag_examples(filled, "noisy")] == noise[:2]
+
+
+def test_running_again_adds_examples_and_a_label_can_flip(filled: Store) -> None:
+    tone, chord = _ids(filled, "tone"), _ids(filled, "chord")
+    tagging.add_tag(filled, "bright", [str(tone[0])], [str(chord[0])])
+    s = tagging.add_tag(filled, "bright", [str(tone[1]), str(chord[0])])  # chord[0] becomes positive
+    assert (s.n_pos, s.n_neg) == (3, 0)
+    labels = {e["id"]: e["label"] for e in tagging.tag_examples(filled, "bright")}
+    assert labels == {tone[0]: "positive", tone[1]: "positive", chord[0]: "positive"}
+
+
+def test_outside_file_as_example_is_embedded_not_ingested(filled: Store, tmp_path: Path) -> None:
+    outside = write_clip(tmp_path / "ext.wav", "clicks", 2.5, seed=50)
+    tagging.add_tag(filled, "beat", [str(outside)])
+    assert _count(filled, "SELECT count(*) FROM tracks") == 12
+    assert tagging.tag_examples(filled, "beat") == [{"label": "positive", "id": None, "path": str(outside)}]
+    assert {t.id for t in tagging.scores(filled, "beat", top=3)} == set(_ids(filled, "clicks"))
+    tagging.add_tag(filled, "beat2", [str(write_clip(tmp_path / "ext2.wav", "clicks", 2.5, seed=51))], add_files=True)
+    assert _count(filled, "SELECT count(*) FROM tracks") == 13
+
+
+def test_new_tracks_are_scored_incrementally(filled: Store, tmp_path: Path) -> None:
+    tagging.add_tag(filled, "noisy", [str(i) for i in _ids(filled, "noise")[:2]])
+    before = {t.id: t.score for t in tagging.scores(filled, "noisy", top=None)}
+    filled.add([write_clip(tmp_path / "new" / "noise_new.wav", "noise", 3.0, seed=77)])  # add scores it
+    new_id = max(t.id for t in filled.tracks())
+    after = {t.id: t.score for t in tagging.scores(filled, "noisy", top=None)}
+    assert set(after) == set(before) | {new_id} and all(after[i] == before[i] for i in before)
+    assert tagging.rescore(filled)["tracks"] == 0  # nothing missing
+    with cat.transaction(filled.path) as con:
+        con.execute("DELETE FROM tag_scores WHERE track_id = ?", [new_id])
+    assert tagging.rescore(filled)["tracks"] == 1
+    rescored = {t.id: t.score for t in tagging.scores(filled, "noisy", top=None)}
+    np.testing.assert_allclose(rescored[new_id], after[new_id], rtol=1e-6)  # incremental == full
+    assert tagging.rescore(filled, all_tracks=True)["tracks"] == 13
+
+
+def test_propagate_suggest_explain(filled: Store) -> None:
+    noise = _ids(filled, "noise")
+    tagging.add_tag(filled, "noisy", [str(noise[0])], [str(_ids(filled, "tone")[0])])
+    found = tagging.propagate(filled, "noisy", k=3)
+    assert found and found[0]["id"] in noise[1:] and found[0]["sources"] == [noise[0]]
+    assert all(f["id"] != noise[0] for f in found)
+    assert _count(filled, "SELECT count(*) FROM tag_suggestions") == len(found)
+    assert _count(filled, "SELECT count(*) FROM tag_examples") == 2  # suggestions are never examples
+    picked = tagging.suggest(filled, "noisy", n=3)
+    assert len(picked) == 3 and not {p["id"] for p in picked} & {noise[0], _ids(filled, "tone")[0]}
+    exp = tagging.explain(filled, str(noise[1]), "noisy")
+    assert exp["nearest_positive"][0]["id"] == noise[0] and exp["predicted"] in (True, False)
+    assert exp["score"] == pytest.approx(
+        next(t.score for t in tagging.scores(filled, "noisy", top=None) if t.id == noise[1]), rel=1e-5)  # fmt: skip
+
+
+def test_query_by_tag_and_tag_filters_filter_inside_the_search(filled: Store) -> None:
+    noise = _ids(filled, "noise")
+    tagging.add_tag(filled, "noisy", [str(i) for i in noise[:2]])
+    predicted = set(tagging.predicted_ids(filled, "noisy").tolist())
+    _, hits = filled.similar(tag="noisy", k=3)
+    assert {h.id for h in hits} == set(noise)
+    _, within = filled.similar(1, k=50, with_tags=["noisy"])
+    assert {h.id for h in within} == predicted - {1}
+    _, without = filled.similar(noise[0], k=5, without_tags=["noisy"])
+    assert len(without) == 5 and not {h.id for h in without} & predicted
+
+
+@pytest.mark.parametrize("name", ["it's \"quoted\"", "日本の音楽 🎵", "x'); DROP TABLE tracks; --", "Robert'); --"])
+def test_odd_tag_names_round_trip(filled: Store, name: str) -> None:
+    tagging.add_tag(filled, name, [str(_ids(filled, "noise")[0])])
+    assert [t.name for t in tagging.list_tags(filled)] == [name]
+    assert _count(filled, "SELECT count(*) FROM tracks") == 12
+    tagging.remove_tag(filled, name)
+    assert tagging.list_tags(filled) == [] and _count(filled, "SELECT count(*) FROM tag_scores") == 0
+
+
+def _snapshot(store: Store) -> tuple:
+    with cat.reading(store.path) as con:
+        return tuple(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                     for t in ("tags", "tag_examples", "tag_external_examples", "tag_scores"))  # fmt: skip
+
+
+def test_bad_inputs_fail_cleanly_and_write_nothing(filled: Store, tmp_path: Path, store_dir: Path) -> None:
+    tagging.add_tag(filled, "noisy", [str(_ids(filled, "noise")[0])])
+    before = _snapshot(filled)
+    not_audio = tmp_path / "readme.wav"
+    not_audio.write_text("not audio")
+    cases = [
+        (UnknownTagError, "no tag 'nope'", lambda: tagging.scores(filled, "nope")),
+        (UnknownTagError, "no tag 'nope'", lambda: tagging.explain(filled, "1", "nope")),
+        (TagError, "no examples given", lambda: tagging.add_tag(filled, "empty", [])),
+        (TagError, "no positive examples", lambda: tagging.add_tag(filled, "negonly", [], ["1"])),
+        (TagError, "cannot be empty", lambda: tagging.add_tag(filled, "  ", ["1"])),
+        (TagError, "unknown method", lambda: tagging.add_tag(filled, "m", ["1"], method="svm")),
+        (TrackNotFoundError, "'4242'", lambda: tagging.add_tag(filled, "noisy", ["2", "4242"])),
+        (NotAudioError, "readme.wav", lambda: tagging.add_tag(filled, "noisy", ["2", str(not_audio)])),
+        (TagError, "is not an example", lambda: tagging.remove_examples(filled, "noisy", ["5"])),
+    ]
+    for exc, needle, call in cases:
+        with pytest.raises(exc, match=needle):
+            call()
+        assert _snapshot(filled) == before, needle
+    # Only positives in an empty catalogue / a catalogue of just the example.
+    lonely = Store.init(tmp_path / "lonely", embedders="dsp")
+    with pytest.raises(TagError, match="empty"):
+        tagging.add_tag(lonely, "x", ["1"])
+    lonely.add([write_clip(tmp_path / "one" / "a.wav", "tone", 2.0)])
+    with pytest.raises(TagError, match="only positive examples"):
+        tagging.add_tag(lonely, "x", ["1"])
+    assert _snapshot(lonely) == (0, 0, 0, 0)
+
+
+def test_cli_tag_commands(runner, filled: Store) -> None:  # type: ignore[no-untyped-def]
+    s = ["--store", filled.path]
+    noise = _ids(filled, "noise")
+    out = cli(runner, *s, "add-tag", "noisy", "-e", noise[0], "-e", noise[1], "--json")
+    assert out.exit_code == 0, out.output
+    csv_rows = cli(runner, *s, "scores", "noisy", "--csv", "--top", "3").stdout.splitlines()
+    assert csv_rows[0] == "rank,id,score,predicted,path" and len(csv_rows) == 4
+    assert cli(runner, *s, "scores", "noisy", "--m3u").stdout.startswith("#EXTM3U")
+    assert "noisy" in cli(runner, *s, "tags").stdout
+    bad = cli(runner, *s, "scores", "nope")
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: no tag 'nope'")
+    assert cli(runner, *s, "query", "similar", "--tag", "noisy", "-k", "2", "--json").exit_code == 0
+    assert cli(runner, *s, "query", "similar", "1", "--tag", "noisy").exit_code == 2
