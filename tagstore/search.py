@@ -78,15 +78,16 @@ def similar(
         raise InputError(f"-k must be at least 1, got {k}")
     if (query is None) == (tag is None):
         raise InputError("give either a track to search from or --tag NAME, not both")
-    from tagstore import tagging
-
     include = None if include_ids is None else set(int(i) for i in include_ids)
-    for name in with_tags:
-        ids = set(tagging.predicted_ids(store, name).tolist())
-        include = ids if include is None else include & ids
     excludes = set(int(i) for i in exclude_ids or ())
-    for name in without_tags:
-        excludes |= set(tagging.predicted_ids(store, name).tolist())
+    if with_tags or without_tags:
+        from tagstore import tagging
+
+        for name in with_tags:
+            ids = set(tagging.predicted_ids(store, name).tolist())
+            include = ids if include is None else include & ids
+        for name in without_tags:
+            excludes |= set(tagging.predicted_ids(store, name).tolist())
     with store.session():
         return _search(store, query, k, include, excludes, tag)
 
@@ -94,11 +95,11 @@ def similar(
 def _search(
     store: Any, query: Any, k: int, include: set[int] | None, excludes: set[int], tag: str | None
 ) -> tuple[Query, list[Hit]]:
-    from tagstore import tagging
-
     index, record = open_index(store)
     with store.reader() as con:
         if tag is not None:
+            from tagstore import tagging
+
             q, vec = Query(f"tag:{tag}", None, None), tagging.prototype_query(store, tag, record)
         else:
             q, raw = _resolve_query(store, query, con)
