@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tagstore import metrics as tagstore_metrics
+
 MAD_TO_STD = 1.4826
 """Scales the median absolute deviation to the std of a normal distribution."""
 
@@ -35,15 +37,10 @@ def _cumulative(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def average_precision(y: np.ndarray, scores: np.ndarray) -> float:
-    """Average precision of ``scores`` (n,) for labels ``y`` (n,) bool, as scikit-learn computes it.
-
-    AP = sum_k (R_k - R_{k-1}) P_k over distinct score thresholds (ties form one step). NaN if no positives.
-    """
-    _, _, tps, fps = _cumulative(y, scores)
-    if tps.size == 0 or tps[-1] == 0:
-        return float("nan")
-    precision, recall = tps / (tps + fps), tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """Average precision of ``scores`` (n,) for labels ``y`` (n,) bool, as scikit-learn computes it
+    (:func:`tagstore.metrics.average_precision`), but NaN instead of an error when a fold has no positives."""
+    y = np.asarray(y, dtype=bool)
+    return tagstore_metrics.average_precision(y, scores) if y.any() else float("nan")
 
 
 def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
