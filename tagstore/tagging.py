@@ -150,7 +150,7 @@ def _merge(old: list[Example], new: list[Example]) -> list[Example]:
     return list(merged.values())
 
 
-def catalogue_stats(store: Store, con: Any) -> Any:
+def catalogue_stats(store: Store, con: Any, catalogue: Catalogue | None = None) -> Any:
     """Per-dimension catalogue mean/std for standardising (from the index record when it has them)."""
     from tagstore import learn
     from tagstore.vectors import active_record, iter_embeddings
@@ -158,26 +158,41 @@ def catalogue_stats(store: Store, con: Any) -> Any:
     record = active_record(con)
     if record is not None and record["stats_mean"] is not None and record["layout_digest"] == store.layout.digest:
         return learn.CatalogueStats(record["stats_mean"], record["stats_std"], int(record["stats_count"]))
+    if catalogue is not None:
+        return learn.CatalogueStats.from_embeddings(catalogue[1])
     return learn.CatalogueStats.from_chunks(raw for _, raw in iter_embeddings(con, store.layout.dim))
 
 
-def _sample_unlabelled(con: Any, store: Store, exclude: set[int], seed: int) -> np.ndarray:
-    rows = con.execute(
-        f"SELECT track_id, vector FROM embeddings USING SAMPLE reservoir({UNLABELLED_SAMPLE + len(exclude)} ROWS) "
-        f"REPEATABLE ({seed})"
-    ).fetchall()
-    rows = sorted((r for r in rows if r[0] not in exclude), key=lambda r: r[0])[:UNLABELLED_SAMPLE]
-    if not rows:
+def _sample_unlabelled(
+    con: Any, store: Store, exclude: set[int], seed: int, catalogue: Catalogue | None = None
+) -> np.ndarray:
+    """Vectors ``(m, dim)`` of up to UNLABELLED_SAMPLE catalogue tracks not in ``exclude`` (seeded, uniform)."""
+    if catalogue is not None:
+        ids = catalogue[0]
+    else:
+        ids = con.execute("SELECT track_id FROM embeddings").fetchnumpy()["track_id"].astype(np.int64)
+    ids = np.setdiff1d(ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+    if ids.size == 0:
         return np.zeros((0, store.layout.dim), dtype=np.float32)
-    return np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), store.layout.dim)
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(ids, size=min(UNLABELLED_SAMPLE, ids.size), replace=False))
+    if catalogue is not None:
+        rows = np.searchsorted(catalogue[0], chosen, sorter=catalogue[2])
+        return np.asarray(catalogue[1][catalogue[2][rows]], dtype=np.float32)
+    return store.embeddings(chosen.tolist(), con)
 
 
 def _seed(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little") % (2**31)
 
 
-def fit_examples(store: Store, con: Any, name: str, examples: list[Example], method: str) -> Any:
-    """Fit a TagModel from resolved examples (reads vectors and a seeded unlabelled sample)."""
+def fit_examples(
+    store: Store, con: Any, name: str, examples: list[Example], method: str, catalogue: Catalogue | None = None
+) -> Any:
+    """Fit a TagModel from resolved examples (reads vectors and a seeded unlabelled sample).
+
+    ``catalogue`` (from :func:`load_catalogue`) serves the sample and the statistics from memory.
+    """
     from tagstore import learn
 
     pos = [e for e in examples if e.label > 0]
@@ -192,17 +207,36 @@ def fit_examples(store: Store, con: Any, name: str, examples: list[Example], met
         return np.concatenate([stored, np.stack(outside)]) if outside else stored
 
     labelled = {e.track_id for e in examples if e.track_id is not None}
-    unlabelled = _sample_unlabelled(con, store, labelled, _seed(name))
+    unlabelled = _sample_unlabelled(con, store, labelled, _seed(name), catalogue)
     if not neg and len(unlabelled) == 0:
         raise TagError(
             f"tag {name!r} has only positive examples and the catalogue has no other tracks to contrast them "
             "with; add tracks with `tagstore add` or give --negatives"
         )
-    stats = catalogue_stats(store, con)
-    return learn.fit_tag(vectors(pos), vectors(neg), unlabelled, stats, method=method, seed=_seed(name))
+    stats = catalogue_stats(store, con, catalogue)
+    from threadpoolctl import threadpool_limits
+
+    # The fit solves many tiny systems: BLAS threads only add contention there (5-10x slower on a busy machine).
+    with threadpool_limits(1, user_api="blas"):
+        return learn.fit_tag(vectors(pos), vectors(neg), unlabelled, stats, method=method, seed=_seed(name))
 
 
-def score_catalogue(store: Store, con: Any, models: list[Any], only_missing_for: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+Catalogue = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Every stored embedding: ids ``(n,)`` int64, raw vectors ``(n, dim)`` float32, and ``argsort(ids)``."""
+
+
+def load_catalogue(store: Store) -> Catalogue:
+    """The whole catalogue's vectors from the memory-mapped copy (the caller holds the write lock)."""
+    from tagstore import vcache
+
+    ids, vectors = vcache.matrix(store)
+    return ids, vectors, np.argsort(ids, kind="stable")
+
+
+def score_catalogue(
+    store: Store, con: Any, models: list[Any], only_missing_for: list[int] | None = None,
+    catalogue: Catalogue | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Scores of every stored track (or, with tag ids, tracks missing a score for any of them).
 
     Returns ids ``(n,)`` int64 and scores ``(n, len(models))`` float32.
@@ -210,19 +244,17 @@ def score_catalogue(store: Store, con: Any, models: list[Any], only_missing_for:
     from tagstore import learn
     from tagstore.vectors import iter_embeddings
 
-    if only_missing_for is None:
+    if catalogue is not None:
+        ids, vectors = catalogue[0], catalogue[1]
+        if only_missing_for is not None:
+            keep = np.isin(ids, _missing(con, only_missing_for))
+            ids, vectors = ids[keep], vectors[keep]
+        chunks = iter([(ids, vectors)])
+    elif only_missing_for is None:
         chunks = iter_embeddings(con, store.layout.dim, SCORE_CHUNK)
     else:
-        rows = con.execute(
-            """SELECT e.track_id, e.vector FROM embeddings e
-               WHERE (SELECT count(*) FROM tag_scores s WHERE s.track_id = e.track_id
-                      AND s.tag_id IN (SELECT unnest(?::BIGINT[]))) < ?
-               ORDER BY e.track_id""",
-            [only_missing_for, len(only_missing_for)],
-        ).fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        raw = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), store.layout.dim)
-        chunks = iter([(ids, raw)])
+        missing = _missing(con, only_missing_for).tolist()
+        chunks = iter([(np.asarray(missing, dtype=np.int64), store.embeddings(missing, con))])
     all_ids, all_scores = [], []
     for ids, raw in chunks:
         all_ids.append(ids)
@@ -230,6 +262,17 @@ def score_catalogue(store: Store, con: Any, models: list[Any], only_missing_for:
     if not all_ids:
         return np.zeros(0, np.int64), np.zeros((0, len(models)), np.float32)
     return np.concatenate(all_ids), np.concatenate(all_scores).astype(np.float32)
+
+
+def _missing(con: Any, tag_ids: list[int]) -> np.ndarray:
+    """Ids of tracks lacking a score for at least one of ``tag_ids``."""
+    rows = con.execute(
+        """SELECT track_id FROM embeddings
+           EXCEPT SELECT track_id FROM tag_scores WHERE tag_id IN (SELECT unnest(?::BIGINT[]))
+                  GROUP BY track_id HAVING count(*) = ?""",
+        [tag_ids, len(tag_ids)],
+    ).fetchnumpy()["track_id"]
+    return np.sort(np.asarray(rows, dtype=np.int64))
 
 
 def _write_scores(con: Any, tag_ids: list[int], thresholds: list[float], ids: np.ndarray, scores: np.ndarray) -> None:
@@ -265,6 +308,7 @@ def add_tag(
     if add_files:
         _ingest_outside(store, [*examples, *negatives])
     with store.write_lock():
+        catalogue = load_catalogue(store)
         with cat.reading(store.path) as con:
             row = _tag_row(con, name)
             if row is not None and row[1] != "learned":
@@ -276,12 +320,14 @@ def add_tag(
             old = _stored_examples(con, store, row[0]) if row else []
             merged = _merge(old, new)
             method = method or (row[2] if row and row[2] else DEFAULT_METHOD)
-            model = fit_examples(store, con, name, merged, method)
-            ids, scores = score_catalogue(store, con, [model])
+            model = fit_examples(store, con, name, merged, method, catalogue)
+            ids, scores = score_catalogue(store, con, [model], catalogue=catalogue)
         with cat.transaction(store.path) as con:
             tag_id = _save_tag(con, name, model, merged, row[0] if row else None)
             _write_scores(con, [tag_id], [model.threshold], ids, scores)
-    return _summary(store, name, fit_s=time.perf_counter() - t0)
+            (summary,) = list_tags(store, con, names=[name])
+    summary.fit_s = time.perf_counter() - t0
+    return summary
 
 
 def _ingest_outside(store: Store, items: Sequence[str]) -> None:
@@ -334,12 +380,6 @@ def _finite_or_none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _summary(store: Store, name: str, fit_s: float | None = None) -> TagSummary:
-    (summary,) = list_tags(store, names=[name])
-    summary.fit_s = fit_s
-    return summary
-
-
 def list_tags(store: Store, con: Any | None = None, names: Sequence[str] | None = None, kind: str | None = None) -> list[TagSummary]:
     """Every tag (or those named) with its examples, method, threshold, predicted count and CV AP."""
     if con is None:
@@ -384,7 +424,13 @@ def rescore(store: Store, names: Sequence[str] | None = None, all_tracks: bool =
             if not models:
                 return {"tags": 0, "tracks": 0, "seconds": time.perf_counter() - t0}
             tag_ids = [m[0] for m in models]
-            ids, scores = score_catalogue(store, con, [m[2] for m in models], None if all_tracks else tag_ids)
+            n_missing = len(_missing(con, tag_ids)) if not all_tracks else None
+        # A few new tracks are read from DuckDB directly; a big rescore goes through the mapped copy.
+        catalogue = load_catalogue(store) if all_tracks or n_missing > 5000 else None
+        with cat.reading(store.path) as con:
+            ids, scores = score_catalogue(
+                store, con, [m[2] for m in models], None if all_tracks else tag_ids, catalogue
+            )
         if len(ids):
             with cat.transaction(store.path) as con:
                 _write_scores(con, tag_ids, [float(m[2].threshold) for m in models], ids, scores)
@@ -449,6 +495,7 @@ def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary
     """Drop examples (ids, stored paths or outside paths) from a tag and refit it."""
     name = check_tag_name(name)
     with store.write_lock():
+        catalogue = load_catalogue(store)
         with cat.reading(store.path) as con:
             tag_id = _require_learned(con, name)
             current = _stored_examples(con, store, tag_id)
@@ -464,12 +511,13 @@ def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary
                 if len(keep) == before:
                     raise TagError(f"{item!r} is not an example of {name!r}; see `tagstore tag-examples {name}`")
             method = con.execute("SELECT method FROM tags WHERE id = ?", [tag_id]).fetchone()[0]
-            model = fit_examples(store, con, name, keep, method)
-            ids, sc = score_catalogue(store, con, [model])
+            model = fit_examples(store, con, name, keep, method, catalogue)
+            ids, sc = score_catalogue(store, con, [model], catalogue=catalogue)
         with cat.transaction(store.path) as con:
             _save_tag(con, name, model, keep, tag_id)
             _write_scores(con, [tag_id], [model.threshold], ids, sc)
-    return _summary(store, name)
+            (summary,) = list_tags(store, con, names=[name])
+    return summary
 
 
 def _positives(con: Any, tag_id: int) -> list[int]:
