@@ -1,0 +1,44 @@
+"""The memory-mapped copy of the embeddings is derived: stale, missing or altered files are rebuilt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from conftest import write_clip
+
+from tagstore import vcache
+from tagstore.store import Store
+
+
+def _matrix(store: Store) -> tuple[np.ndarray, np.ndarray]:
+    with store.write_lock():
+        ids, vecs = vcache.matrix(store)
+        return ids.copy(), np.array(vecs)
+
+
+def test_matrix_equals_catalogue_and_follows_changes(store: Store, library: Path, tmp_path: Path) -> None:
+    store.add([library / "a"])
+    ids, vecs = _matrix(store)
+    assert sorted(ids.tolist()) == [t.id for t in store.tracks()]
+    np.testing.assert_array_equal(vecs, store.embeddings(ids.tolist()))
+    files = sorted(p.name for p in (store.path / "cache").iterdir())
+    assert _matrix(store)[0].tolist() == ids.tolist()
+    assert sorted(p.name for p in (store.path / "cache").iterdir()) == files  # reused, not rewritten
+    store.add([write_clip(tmp_path / "x" / "new.wav", "noise", 2.0, seed=5)])  # generation moves on
+    ids2, _ = _matrix(store)
+    assert len(ids2) == len(ids) + 1
+    assert len(list((store.path / "cache").glob("*.npy"))) == 2  # old copy removed
+
+
+def test_altered_or_missing_files_are_rebuilt(store: Store, library: Path) -> None:
+    store.add([library / "a"])
+    ids, vecs = _matrix(store)
+    (vec_file,) = (store.path / "cache").glob("vectors-*.npy")
+    data = bytearray(vec_file.read_bytes())
+    data[-8:] = b"\xff" * 8
+    vec_file.write_bytes(bytes(data))  # same size, new mtime
+    np.testing.assert_array_equal(_matrix(store)[1], vecs)
+    for f in (store.path / "cache").glob("*.npy"):
+        f.unlink()
+    np.testing.assert_array_equal(_matrix(store)[1], vecs)
