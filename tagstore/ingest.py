@@ -341,4 +341,8 @@ def re_embed(store: Store, embedders: str | None = None, progress: Progress | No
             cat.set_meta(con, "index_needs_rebuild", "1")
             cat.bump_generation(con)
         store.layout = embedder.layout
-        return vectors.rebuild(store, progress, lock=False)
+        record = vectors.rebuild(store, progress, lock=False)
+        from tagstore.tagging import refit_all
+
+        refit_all(store)  # learned tags live in the embedding space that just changed
+        return record

@@ -631,3 +631,56 @@ def prototype_query(store: Store, name: str, record: dict[str, Any]) -> np.ndarr
         raise TagError(f"tag {name!r} has no positive examples")
     v = index_vectors(store, np.concatenate(raw), record).mean(axis=0, keepdims=True)
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def refit_all(store: Store) -> list[str]:
+    """Refit every learned tag from its examples (after re-embedding) and rescore the catalogue.
+
+    Outside-file examples are re-embedded from their paths; those whose file is gone are dropped with
+    a warning. Model tags of embedders no longer in the layout are removed. Returns the refitted names.
+    The caller holds the write lock.
+    """
+    import logging
+
+    from tagstore.embedding import TrackEmbedder
+    from tagstore.errors import AudioError
+
+    log = logging.getLogger("tagstore")
+    names = [b.name for b in store.layout.blocks]
+    with cat.transaction(store.path) as con:
+        stale = [r[0] for r in con.execute(
+            "SELECT id FROM tags WHERE kind = 'model' AND NOT list_contains(?::VARCHAR[], source)", [names]).fetchall()]  # fmt: skip
+        for tag_id in stale:
+            con.execute("DELETE FROM tag_scores WHERE tag_id = ?", [tag_id])
+            con.execute("DELETE FROM tags WHERE id = ?", [tag_id])
+        external = con.execute("SELECT tag_id, content_hash, path FROM tag_external_examples").fetchall()
+        if external:
+            embedder = TrackEmbedder.from_layout(store.layout)
+            for tag_id, digest, path in external:
+                try:
+                    vec = embedder.embed_file(path).vector
+                except (AudioError, OSError) as exc:
+                    log.warning("dropping the outside example %s of tag %d: %s", path, tag_id, exc)
+                    con.execute("DELETE FROM tag_external_examples WHERE tag_id = ? AND content_hash = ?", [tag_id, digest])
+                    continue
+                con.execute("UPDATE tag_external_examples SET vector = ? WHERE tag_id = ? AND content_hash = ?",
+                            [vec.tobytes(), tag_id, digest])  # fmt: skip
+        learned = con.execute("SELECT id, name, method FROM tags WHERE kind = 'learned' ORDER BY id").fetchall()
+    catalogue = load_catalogue(store) if learned else None
+    refitted = []
+    for tag_id, name, method in learned:
+        with cat.reading(store.path) as con:
+            examples = _stored_examples(con, store, tag_id)
+            if not any(e.label > 0 for e in examples):
+                log.warning("tag %r has no positive examples left; it keeps no scores until you add some", name)
+                model = None
+            else:
+                model = fit_examples(store, con, name, examples, method or DEFAULT_METHOD, catalogue)
+                ids, sc = score_catalogue(store, con, [model], catalogue=catalogue)
+        with cat.transaction(store.path) as con:
+            con.execute("DELETE FROM tag_scores WHERE tag_id = ?", [tag_id])
+            if model is not None:
+                _save_tag(con, name, model, examples, tag_id)
+                _write_scores(con, [tag_id], [model.threshold], ids, sc)
+                refitted.append(name)
+    return refitted

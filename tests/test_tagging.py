@@ -161,3 +161,14 @@ def test_cli_tag_commands(runner, filled: Store) -> None:  # type: ignore[no-unt
     assert bad.exit_code == 1 and bad.stderr.startswith("error: no tag 'nope'")
     assert cli(runner, *s, "query", "similar", "--tag", "noisy", "-k", "2", "--json").exit_code == 0
     assert cli(runner, *s, "query", "similar", "1", "--tag", "noisy").exit_code == 2
+
+
+def test_re_embed_refits_learned_tags(filled: Store, tmp_path: Path) -> None:
+    noise = _ids(filled, "noise")
+    outside = write_clip(tmp_path / "ext.wav", "noise", 2.5, seed=60)
+    tagging.add_tag(filled, "noisy", [str(noise[0]), str(outside)])
+    record = filled.rebuild(re_embed=True)
+    assert record["count"] == 12
+    (summary,) = tagging.list_tags(filled)
+    assert summary.scored == 12 and summary.n_pos == 2
+    assert {t.id for t in tagging.scores(filled, "noisy", top=3)} == set(noise)
