@@ -241,19 +241,18 @@ def _store_model_tags(con: Any, track_id: int, model_tags: dict[str, np.ndarray]
         probs = model_tags.get(emb.name)
         if probs is None:
             continue
-        for name, p in zip(emb.tag_names, probs.tolist()):
-            tag = f"{emb.name}:{name}"
-            row = con.execute("SELECT id FROM tags WHERE name = ?", [tag]).fetchone()
-            if row is None:
-                row = con.execute(
-                    "INSERT INTO tags (name, kind, source, method, threshold) VALUES (?, 'model', ?, 'model', ?) "
-                    "RETURNING id",
-                    [tag, emb.name, MODEL_TAG_THRESHOLD],
-                ).fetchone()
-            con.execute(
-                "INSERT OR REPLACE INTO tag_scores VALUES (?, ?, ?, ?)",
-                [row[0], track_id, float(p), bool(p >= MODEL_TAG_THRESHOLD)],
-            )
+        names = [f"{emb.name}:{name}" for name in emb.tag_names]
+        con.execute(
+            """INSERT INTO tags (name, kind, source, method, threshold)
+               SELECT unnest(?::VARCHAR[]), 'model', ?, 'model', ? ON CONFLICT (name) DO NOTHING""",
+            [names, emb.name, MODEL_TAG_THRESHOLD],
+        )
+        con.execute(
+            """INSERT OR REPLACE INTO tag_scores
+               SELECT t.id, ?, p.score, p.score >= ? FROM tags t
+               JOIN (SELECT unnest(?::VARCHAR[]) AS name, unnest(?::REAL[]) AS score) p ON p.name = t.name""",
+            [track_id, MODEL_TAG_THRESHOLD, names, [float(x) for x in probs]],
+        )
 
 
 def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> list[Track]:
