@@ -1,0 +1,46 @@
+"""Model tags: a backend's own output tags (musicnn's 50) scored at ingest, beside learned tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tagstore import catalogue as cat
+from tagstore import tagging
+from tagstore.store import Store
+
+pytest.importorskip("torch", reason="the musicnn backend needs torch (pip install 'tagstore[torch]')")
+
+
+@pytest.fixture
+def musicnn_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from test_musicnn import fake_wheel
+
+    from tagstore import models
+
+    weights = tmp_path / "weights"
+    models.import_file("musicnn", fake_wheel(tmp_path / "fake.whl"), unverified=True, weights_dir=weights)
+    monkeypatch.setenv("TAGSTORE_WEIGHTS_DIR", str(weights))
+    return weights
+
+
+def test_ingest_scores_model_tags_beside_learned_ones(musicnn_weights: Path, tmp_path: Path, library: Path) -> None:
+    store = Store.init(tmp_path / "s", embedders="musicnn")
+    assert len(store.add([library / "a"]).added) == 6
+    model_tags = tagging.list_tags(store, kind="model")
+    assert len(model_tags) == 50 and all(t.name.startswith("musicnn:") for t in model_tags)
+    assert all(t.scored == 6 and t.method == "model" for t in model_tags)
+    with cat.reading(store.path) as con:
+        bad = con.execute(
+            "SELECT count(*) FROM tag_scores WHERE predicted <> (score >= 0.5) OR score < 0 OR score > 1"
+        ).fetchone()[0]
+    assert bad == 0
+    # A learned tag lives beside them; re-adding does not duplicate model-tag rows.
+    tagging.add_tag(store, "mine", ["1"])
+    store.add([library])
+    kinds = {t.kind for t in tagging.list_tags(store)}
+    assert kinds == {"model", "learned"} and len(tagging.list_tags(store, kind="model")) == 50
+    assert all(t.scored == 12 for t in tagging.list_tags(store))
+    top = tagging.scores(store, "musicnn:rock", top=3)
+    assert len(top) == 3 and top[0].score >= top[-1].score
