@@ -21,7 +21,7 @@ from tagstore.errors import EmbedderError
 
 from test_tfcheckpoint import write_checkpoint
 
-WINDOW = 47872
+WINDOW = 48128
 
 
 def random_params(seed: int = 0) -> dict[str, np.ndarray]:
@@ -79,7 +79,7 @@ def emb(weights_dir: Path, torch):  # type: ignore[no-untyped-def]
 
 
 def clips(n: int, seed: int = 0) -> np.ndarray:
-    """``(n, 47872)`` music-like float32 windows: harmonic notes, a beat and a little noise."""
+    """``(n, 48128)`` music-like float32 windows: harmonic notes, a beat and a little noise."""
     rng = np.random.default_rng(seed)
     t = np.arange(WINDOW) / 16000
     out = []
@@ -147,8 +147,8 @@ def test_import_does_not_load_torch() -> None:
 
 
 def test_contract(emb) -> None:  # type: ignore[no-untyped-def]
-    assert (emb.sample_rate, emb.window_samples, emb.hop_samples, emb.dim) == (16000, WINDOW, WINDOW, 753)
-    assert WINDOW == N_FRAMES * 256 and emb.licence == "ISC" and len(emb.tag_names) == 50
+    assert (emb.sample_rate, emb.window_samples, emb.hop_samples, emb.dim) == (16000, WINDOW, 47872, 753)
+    assert emb.hop_samples == N_FRAMES * 256 and emb.lead_in_samples == 256 and emb.licence == "ISC" and len(emb.tag_names) == 50
     assert emb.tag_names[0] == "rock" and emb.options == {"model": "MSD", "layer": "max_pool"}
     assert emb.version.startswith("1:sha256:") and len(emb.version) == 2 + 7 + 16
     e, tags = emb.embed_tags(clips(3))
@@ -156,16 +156,20 @@ def test_contract(emb) -> None:  # type: ignore[no-untyped-def]
     assert np.all(np.isfinite(e)) and np.all((tags >= 0) & (tags <= 1))
     np.testing.assert_array_equal(emb.embed(clips(3)), e)  # deterministic, and embed == embed_tags[0]
     assert emb.pool(e).shape == (753,)
-    with pytest.raises(ValueError, match="47872"):
+    with pytest.raises(ValueError, match="48128"):
         emb.embed(np.zeros((2, 48000), np.float32))
     assert emb.embed(np.zeros((0, WINDOW), np.float32)).shape == (0, 753)
 
 
-def test_batch_equals_single(emb) -> None:  # type: ignore[no-untyped-def]
+def test_batch_equals_single(emb, weights_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from tagstore.embedders import create
+
     w = clips(5, seed=1)
     batch = emb.embed(w)
     single = np.concatenate([emb.embed(w[i : i + 1]) for i in range(5)])
     np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-5)
+    two_workers = create("musicnn", {"weights_dir": str(weights_dir), "threads": "2"})
+    np.testing.assert_allclose(two_workers.embed(w), batch, rtol=1e-5, atol=1e-5)
 
 
 def test_short_clips_are_padded_by_repetition(emb) -> None:  # type: ignore[no-untyped-def]
@@ -198,10 +202,32 @@ def test_options_from_spec_strings(weights_dir: Path, torch) -> None:  # type: i
     assert emb.dim == 200 and emb.tag_names[0] == "guitar" and emb.options == {"model": "MTT", "layer": "penultimate"}
     e, tags = emb.embed_tags(clips(2))
     assert e.shape == (2, 200) and tags.shape == (2, 50)
-    for bad, match in [({"model": "XYZ"}, "MSD or MTT"), ({"layer": "cnn3"}, "max_pool"), ({"device": "tpu"}, "cpu"),
-                       ({"threads": "many"}, "whole number")]:
+    bad_options = [({"model": "XYZ"}, "MSD or MTT"), ({"layer": "cnn3"}, "max_pool"), ({"device": "tpu"}, "cpu"),
+                   ({"threads": "many"}, "whole number"), ({"threads": "0"}, "at least 1")]
+    if not torch.cuda.is_available():
+        bad_options.append(({"device": "cuda"}, "no CUDA device"))
+    for bad, match in bad_options:
         with pytest.raises(EmbedderError, match=match):
             create("musicnn", {**bad, "weights_dir": str(weights_dir)})
+
+
+def test_windows_after_lead_in_are_the_original_patches(emb) -> None:  # type: ignore[no-untyped-def]
+    """256 zeros, then windows of 48128 every 47872: the original's whole-track frames, 187 at a time."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    track = 0.2 * np.tile(clips(1, seed=3)[0], 3)[: 3 * 47872 + 5000]  # quiet: the float16 path stays finite
+    padded = np.concatenate([np.zeros(emb.lead_in_samples, np.float32), track])
+    wins = sliding_window_view(padded, emb.window_samples)[:: emb.hop_samples]
+    assert wins.shape[0] == 3
+    # the original: librosa-style centred STFT of the whole track (zero padding), patches of 187 frames
+    frames = sliding_window_view(np.pad(track.astype(np.float64), 256), 512)[::256]
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
+    power = np.abs(np.fft.rfft(frames * hann, axis=-1).astype(np.complex64)) ** 2
+    mel = np.log10(10000 * (power @ mel_filterbank().T).astype(np.float16) + 1)  # float16, as the original
+    patches = mel[: 3 * N_FRAMES].reshape(3, N_FRAMES, 96).astype(np.float32)
+    got = emb.logmel(np.ascontiguousarray(wins))
+    assert np.abs(got - patches).max() <= 4e-3  # a float16 step where float32 sums round the other way
+    assert np.mean(got != patches) < 1e-3
 
 
 def test_mel_filterbank_is_librosas() -> None:

@@ -126,7 +126,7 @@ def test_missing_weights_names_the_commands(tmp_path: Path) -> None:
 
 def test_unknown_models(tmp_path: Path) -> None:
     with pytest.raises(UnknownEmbedderError, match="no downloadable weights"):
-        models.fetch("vggish", weights_dir=tmp_path)
+        models.fetch("dsp", weights_dir=tmp_path)
     with pytest.raises(UnknownEmbedderError, match="unknown model"):
         models.import_file("nope", tmp_path / "x", weights_dir=tmp_path)
 

@@ -6,8 +6,13 @@ MTT_musicnn, 50 tags each): a musically motivated front end (timbral 7x38 and 7x
 max and mean pooling over time and a dense back end. Its input is the original's log-mel patch: 16 kHz,
 512-point periodic-Hann STFT with hop 256 (centred, zero-padded as librosa >= 0.9 does), power, the
 librosa Slaney mel filterbank (96 bands, 0-8 kHz, ``htk=False``, ``norm="slaney"``), ``log10(10000 x + 1)``,
-187 frames = 47872 samples (2.992 s) per patch. Unlike the original (which casts the mel power to
-float16 and overflows on loud input) everything here is float32.
+187 frames per patch. The original frames the whole track (centred frames, zero padding at the ends)
+and cuts non-overlapping 187-frame patches: patch k is centred on samples [47872 k, 47872 (k + 1)) and
+reads [47872 k - 256, 47872 (k + 1)), so a window here is 48128 samples (3.008 s) every 47872 (2.992 s),
+after ``lead_in_samples`` = 256 zeros the host puts before the track. (Framing each 47872-sample window on
+its own instead zero-pads its first frame: a fake onset that changes max_pool by ~10% from the second
+patch on.) The original rounds the mel power and ``log10(10000 x + 1)`` to float16; that rounding is kept
+(the model was trained on such input), its float16 overflow on loud input is not: the arithmetic is float32.
 
 torch is imported when an embedder is built, not when this module is imported. Weights come from the
 cache (``tagstore models fetch musicnn``): the TF checkpoints of the wheel converted to safetensors, with
@@ -34,7 +39,9 @@ N_MELS = 96
 N_FRAMES = 187
 """Frames per patch: ``librosa.time_to_frames(3, sr=16000, n_fft=512, hop_length=256) + 1``."""
 PATCH_SAMPLES = N_FRAMES * HOP
-"""47872 samples = 2.992 s: the audio a patch's frames are centred on."""
+"""47872 samples = 2.992 s: the hop between patches, the audio their frames are centred on."""
+WINDOW_SAMPLES = PATCH_SAMPLES + N_FFT - HOP
+"""48128 samples = 3.008 s: the audio a patch's 187 frames read (half an FFT beyond each end centre)."""
 BN_EPS = 1e-3
 """``tf.compat.v1.layers.batch_normalization`` default epsilon."""
 MODELS = ("MSD", "MTT")
@@ -294,11 +301,14 @@ def _round_half(x: Any) -> Any:
 # --- the embedder --------------------------------------------------------------------------------
 
 
-def _threads(value: int | str | None) -> int | None:
-    """Torch threads to use: the option, else ``$TAGSTORE_THREADS``, else None (torch's default, capped at the CPUs)."""
-    raw = value if value not in (None, "") else os.environ.get(THREADS_ENV)
+def _threads(value: int | str | None) -> int:
+    """CPU workers: the option, else ``$TAGSTORE_THREADS``, else ``$OMP_NUM_THREADS``, else the usable CPUs."""
+    raw = value
+    for env in (THREADS_ENV, "OMP_NUM_THREADS"):
+        if raw in (None, ""):
+            raw = os.environ.get(env)
     if raw in (None, ""):
-        return None
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         n = int(raw)  # type: ignore[arg-type]
     except ValueError:
@@ -315,17 +325,22 @@ class MusicnnEmbedder(Embedder):
     ``model`` ``"MSD"`` (default, Million Song Dataset tags) or ``"MTT"`` (MagnaTagATune);
     ``layer`` ``"max_pool"`` (default, 753-d: the front and mid end max-pooled over time) or
     ``"penultimate"`` (200-d dense layer); ``device`` ``"auto"`` (CUDA when available), ``"cpu"`` or
-    ``"cuda"``; ``threads`` (CPU threads, else ``$TAGSTORE_THREADS``); ``weights_dir`` (else the cache).
+    ``"cuda"``; ``threads`` (parallel CPU workers, else ``$TAGSTORE_THREADS``, ``$OMP_NUM_THREADS`` or the
+    usable CPUs; each runs torch single-threaded, so building one sets ``torch.set_num_threads(1)``);
+    ``weights_dir`` (else the cache).
 
-    A window is one original patch: 47872 samples (2.992 s) at 16 kHz, hop = window; the track vector is
-    the mean over windows.
+    A window is the audio of one original patch: 48128 samples (3.008 s) at 16 kHz every 47872 (2.992 s),
+    after 256 zeros of lead-in (the original's centred first frame); the track vector is the mean over
+    windows, as the original's patches do not overlap.
     """
 
     name = "musicnn"
     licence = "ISC"
     sample_rate = SAMPLE_RATE
-    window_s = PATCH_SAMPLES / SAMPLE_RATE
+    window_s = WINDOW_SAMPLES / SAMPLE_RATE
     hop_s = PATCH_SAMPLES / SAMPLE_RATE
+    lead_in_samples = N_FFT // 2
+    """Zeros the host should put before a track so that windows line up with the original's patches."""
     batch_size = 32
 
     def __init__(
@@ -363,11 +378,7 @@ class MusicnnEmbedder(Embedder):
         from safetensors.numpy import load_file
 
         self._torch = torch
-        n = _threads(threads)
-        if n is None:
-            n = min(torch.get_num_threads(), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-        if n != torch.get_num_threads():
-            torch.set_num_threads(n)
+        self.threads = _threads(threads)
         if device == "cuda" and not torch.cuda.is_available():
             raise EmbedderError("musicnn: device 'cuda' asked for but torch sees no CUDA device; use device=cpu")
         self.device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -375,6 +386,11 @@ class MusicnnEmbedder(Embedder):
         missing = [k for k, shape in PARAM_SHAPES.items() if k not in params or params[k].shape != shape]
         if missing:
             raise EmbedderError(f"musicnn: {path} lacks or misshapes {missing[:3]}; run `tagstore models fetch musicnn`")
+        if self.device.type == "cpu" and torch.get_num_threads() != 1:
+            # Parallel work is split across patches in our own threads; torch's intra-op threads would
+            # add a barrier to each of the many small products, which stalls on a busy machine.
+            torch.set_num_threads(1)
+        self._pool: Any = None
         self._net = _Net(torch, params, self.device)
         self._mel = torch.as_tensor(mel_filterbank().T.copy(), device=self.device)  # (257, 96)
         self._window = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64, device=self.device)
@@ -389,9 +405,7 @@ class MusicnnEmbedder(Embedder):
 
     def _logmel(self, windows: Any, original_rounding: bool = True) -> Any:
         torch = self._torch
-        # Frame i is centred on sample 256*i; the frames of a window start half an FFT before it (zeros).
-        x = torch.nn.functional.pad(windows, (N_FFT // 2, 0))
-        frames = x.unfold(1, N_FFT, HOP)[:, :N_FRAMES]  # (n, 187, 512)
+        frames = windows.unfold(1, N_FFT, HOP)  # (n, 187, 512): frame i centred on window sample 256 (i + 1)
         # Like librosa: window and FFT in float64, the spectrum rounded to complex64, the rest float32.
         spec = torch.fft.rfft(frames.double() * self._window, dim=-1).to(torch.complex64)
         mel = (spec.real.square() + spec.imag.square()) @ self._mel  # (n, 187, 96) power
@@ -403,7 +417,7 @@ class MusicnnEmbedder(Embedder):
         return r(torch.log10(r(r(r(mel) * 10000.0) + 1.0)))
 
     def logmel(self, windows: np.ndarray, original_rounding: bool = True) -> np.ndarray:
-        """The network input of ``(n, 47872)`` float32 16 kHz windows: ``(n, 187, 96)`` float32 log-mel.
+        """The network input of ``(n, 48128)`` float32 16 kHz windows: ``(n, 187, 96)`` float32 log-mel.
 
         ``original_rounding`` rounds each step of ``log10(10000 x + 1)`` to float16 precision as the original
         does (without its overflow); off, the steps are plain float32 (about 1e-3 relative change in outputs).
@@ -418,27 +432,40 @@ class MusicnnEmbedder(Embedder):
 
         Returns float32 ``{"max_pool": (n, 753), "penultimate": (n, 200), "tags": (n, 50)}`` (tag probabilities).
         """
-        torch = self._torch
         if logmel is None:
             src = self.check_windows(windows)
         else:
             src = np.ascontiguousarray(logmel, dtype=np.float32)
             if src.ndim != 3 or src.shape[1:] != (N_FRAMES, N_MELS):
                 raise ValueError(f"musicnn: expected log-mel of shape (n, {N_FRAMES}, {N_MELS}), got {src.shape}")
+        if not src.flags.writeable:
+            src = src.copy()  # torch.from_numpy wants writable memory
         if src.shape[0] == 0:
             return {k: np.zeros((0, d), np.float32) for k, d in (("max_pool", 753), ("penultimate", 200), ("tags", 50))}
+        n = src.shape[0]
+        workers = min(self.threads, -(-n // _Net.CHUNK)) if self.device.type == "cpu" else 1
+        if workers <= 1:
+            parts = [self._run(src, logmel is None)]
+        else:  # patches are independent: split them across our workers
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="musicnn")
+            step = -(-n // workers)
+            parts = list(self._pool.map(self._run, [src[i : i + step] for i in range(0, n, step)], [logmel is None] * workers))
+        return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("max_pool", "penultimate", "tags"))}
+
+    def _run(self, src: np.ndarray, from_audio: bool) -> tuple[np.ndarray, ...]:
+        torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(src).to(self.device)
-            if logmel is None:
-                x = self._logmel(x)
-            max_pool, pen, probs = self._net(x)
-            return {"max_pool": max_pool.cpu().numpy(), "penultimate": pen.cpu().numpy(), "tags": probs.cpu().numpy()}
+            return tuple(y.cpu().numpy() for y in self._net(self._logmel(x) if from_audio else x))
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
-        """``(n, 47872)`` float32 windows at 16 kHz -> ``(n, dim)`` float32 (``max_pool`` 753 or ``penultimate`` 200)."""
+        """``(n, 48128)`` float32 windows at 16 kHz -> ``(n, dim)`` float32 (``max_pool`` 753 or ``penultimate`` 200)."""
         return self.embed_tags(windows)[0]
 
     def embed_tags(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(n, 47872)`` windows -> ``(n, dim)`` embeddings and ``(n, 50)`` tag probabilities from one pass."""
+        """``(n, 48128)`` windows -> ``(n, dim)`` embeddings and ``(n, 50)`` tag probabilities from one pass."""
         out = self.outputs(windows)
         return out[self.layer], out["tags"]
