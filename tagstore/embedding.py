@@ -65,6 +65,9 @@ class _BlockRun:
         self.n_pending = 0
         self.embeddings: list[np.ndarray] = []
         self.tags: list[np.ndarray] = []
+        self.lead_in = int(embedder.lead_in_samples)
+        if self.lead_in:
+            self.windower.push(np.zeros(self.lead_in, dtype=np.float32))
 
     def push(self, chunk: np.ndarray) -> None:
         windows = self.windower.push(chunk)
@@ -87,9 +90,10 @@ class _BlockRun:
 
     def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
         if self.windower.emitted == 0 and not self.embeddings:
-            if self.windower.buf.size == 0:
+            clip = self.windower.buf[self.lead_in :]  # a short clip is padded without its lead-in
+            if clip.size == 0:
                 raise ValueError("no samples")
-            self.pending.append(self.embedder.pad_short(self.windower.buf)[None, :])
+            self.pending.append(self.embedder.pad_short(clip)[None, :])
             self.n_pending += 1
         self._flush()
         window_emb = np.concatenate(self.embeddings)

@@ -140,3 +140,18 @@ def test_layout_change_needs_re_embed(tmp_path: Path, library: Path) -> None:
     assert reopened.layout.spec == "toy,dsp" and reopened.embeddings([1, 2]).shape == (2, reopened.layout.dim)
     assert reopened.info()["index"]["dim"] == reopened.layout.dim
     reopened.close()
+
+
+def test_lead_in_zeros_come_before_the_first_window() -> None:
+    emb = TrackEmbedder.from_spec("toy")
+    toy = emb.embedders[0]
+    seen: list[np.ndarray] = []
+    toy.embed = lambda w: (seen.append(np.array(w)), np.zeros((len(w), 4), np.float32))[1]  # type: ignore[method-assign]
+    toy.lead_in_samples = 100
+    x = np.linspace(0.1, 0.9, 8000 * 2, dtype=np.float32)
+    emb.embed_audio(x, 8000)
+    first = seen[0][0]
+    assert np.all(first[:100] == 0) and np.allclose(first[100:], x[: 8000 - 100], atol=1e-6)
+    seen.clear()
+    emb.embed_audio(x[:4000], 8000)  # shorter than a window: padded from the clip alone
+    assert np.allclose(seen[0][0][:4000], x[:4000], atol=1e-6) and seen[0][0][4000] == seen[0][0][0]

@@ -33,6 +33,8 @@ class Embedder(ABC):
     """Shorter files are refused with TooShortAudioError."""
     batch_size: int = 16
     """Windows per call to :meth:`embed` chosen by the host."""
+    lead_in_samples: int = 0
+    """Zeros the host puts before a track, so windows line up with a model's own framing (musicnn: 256)."""
     tag_names: tuple[str, ...] = ()
     """The model's own output tags (e.g. musicnn's 50), empty for models without a tag head."""
 
