@@ -289,6 +289,10 @@ class _Net:
         return max_pool, pen, probs
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    return a if a.flags.writeable else a.copy()  # torch.from_numpy warns on read-only memory
+
+
 def _round_half(x: Any) -> Any:
     """Round float32 ``x >= 0`` to the nearest float16 value (ties to even), but with float32's range: no overflow."""
     torch = sys.modules["torch"]
@@ -408,7 +412,7 @@ class MusicnnEmbedder(Embedder):
         frames = windows.unfold(1, N_FFT, HOP)  # (n, 187, 512): frame i centred on window sample 256 (i + 1)
         # Like librosa: window and FFT in float64, the spectrum rounded to complex64, the rest float32.
         spec = torch.fft.rfft(frames.double() * self._window, dim=-1).to(torch.complex64)
-        mel = (spec.real.square() + spec.imag.square()) @ self._mel  # (n, 187, 96) power
+        mel = spec.abs().square() @ self._mel  # (n, 187, 96) power; |X| then squared, as librosa does
         if not original_rounding:
             return torch.log10(mel * 10000.0 + 1.0)
         # The original casts the mel power to float16 and takes log10(10000 x + 1) in float16 (the model
@@ -422,7 +426,7 @@ class MusicnnEmbedder(Embedder):
         ``original_rounding`` rounds each step of ``log10(10000 x + 1)`` to float16 precision as the original
         does (without its overflow); off, the steps are plain float32 (about 1e-3 relative change in outputs).
         """
-        windows = self.check_windows(windows)
+        windows = _writable(self.check_windows(windows))
         with self._torch.inference_mode():
             x = self._torch.from_numpy(windows).to(self.device)
             return self._logmel(x, original_rounding).cpu().numpy()
@@ -438,8 +442,7 @@ class MusicnnEmbedder(Embedder):
             src = np.ascontiguousarray(logmel, dtype=np.float32)
             if src.ndim != 3 or src.shape[1:] != (N_FRAMES, N_MELS):
                 raise ValueError(f"musicnn: expected log-mel of shape (n, {N_FRAMES}, {N_MELS}), got {src.shape}")
-        if not src.flags.writeable:
-            src = src.copy()  # torch.from_numpy wants writable memory
+        src = _writable(src)
         if src.shape[0] == 0:
             return {k: np.zeros((0, d), np.float32) for k, d in (("max_pool", 753), ("penultimate", 200), ("tags", 50))}
         n = src.shape[0]
