@@ -34,6 +34,7 @@ from tagstore.errors import EmbedderError, MissingWeightsError, PathNotFoundErro
 __all__ = [
     "BUNDLES", "WEIGHTS_ENV", "WeightsBundle", "default_weights_dir", "bundle_dir", "file_digest",
     "read_manifest", "weights_file", "verify_file", "download", "install", "fetch",
+    "is_published", "digest_matches", "pinned_digest",
 ]
 
 WEIGHTS_ENV = "TAGSTORE_WEIGHTS_DIR"
@@ -54,7 +55,12 @@ class WeightsBundle:
     file_name: str
     """Name of the file the source yields, e.g. ``"musicnn-0.1.0-py3-none-any.whl"``."""
     digest: str
-    """Digest of that file as ``"ALGORITHM:HEX"`` (any hashlib algorithm, e.g. ``"sha256:f38a..."``)."""
+    """Digest of that file as ``"ALGORITHM:HEX"`` (any hashlib algorithm, e.g. ``"sha256:f38a..."``).
+
+    A HEX of 8 to 63 digits is a prefix (torch.hub's convention: ``vggish-10086976.pth`` carries the first 8
+    of its SHA-256); an empty HEX (``"sha256:"``) means none is published: trust on first use, the digest
+    of the first installed file is recorded and later installs must match it (:func:`is_published`).
+    """
     licence: str
     """Licence of the weights."""
     files: tuple[str, ...]
@@ -90,6 +96,69 @@ BUNDLES: dict[str, WeightsBundle] = {
         sample_rate=16000,
         dim=753,
         homepage="https://github.com/jordipons/musicnn",
+    ),
+    # VGGish: torchvggish's release files; the hex in each name is the start of its SHA-256 (torch.hub).
+    "vggish": WeightsBundle(
+        name="vggish",
+        source="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+        file_name="vggish-10086976.pth",
+        digest="sha256:10086976",
+        licence="Apache-2.0",
+        files=("vggish.safetensors",),
+        converter="tagstore.embedders.vggish:convert_weights",
+        sample_rate=16000,
+        dim=128,
+        homepage="https://github.com/harritaylor/torchvggish",
+    ),
+    "vggish-pca": WeightsBundle(
+        name="vggish-pca",
+        source="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish_pca_params-970ea276.pth",
+        file_name="vggish_pca_params-970ea276.pth",
+        digest="sha256:970ea276",
+        licence="Apache-2.0",
+        files=("vggish_pca_params.safetensors",),
+        converter="tagstore.embedders.vggish:convert_pca",
+        sample_rate=16000,
+        dim=128,
+        homepage="https://github.com/harritaylor/torchvggish",
+    ),
+    # OpenL3 (music, mel256) as ported by torchopenl3; no digest of these files is published: first use.
+    "openl3": WeightsBundle(
+        name="openl3",
+        source="https://github.com/torchopenl3/torchopenl3-models/raw/master/torchopenl3_mel256_music_512.pth.tar",
+        file_name="torchopenl3_mel256_music_512.pth.tar",
+        digest="sha256:",
+        licence="MIT (OpenL3 weights), Apache-2.0 (torchopenl3 port)",
+        files=("openl3_mel256_music_512.safetensors",),
+        converter="tagstore.embedders.openl3:convert_weights",
+        sample_rate=48000,
+        dim=512,
+        homepage="https://github.com/torchopenl3/torchopenl3",
+    ),
+    "openl3-6144": WeightsBundle(
+        name="openl3-6144",
+        source="https://github.com/torchopenl3/torchopenl3-models/raw/master/torchopenl3_mel256_music_6144.pth.tar",
+        file_name="torchopenl3_mel256_music_6144.pth.tar",
+        digest="sha256:",
+        licence="MIT (OpenL3 weights), Apache-2.0 (torchopenl3 port)",
+        files=("openl3_mel256_music_6144.safetensors",),
+        converter="tagstore.embedders.openl3:convert_weights_6144",
+        sample_rate=48000,
+        dim=6144,
+        homepage="https://github.com/torchopenl3/torchopenl3",
+    ),
+    # PaSST-S (AudioSet, SWA, mAP .476), the checkpoint hear21passt loads; no digest is published: first use.
+    "passt": WeightsBundle(
+        name="passt",
+        source="https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt",
+        file_name="passt-s-f128-p16-s10-ap.476-swa.pt",
+        digest="sha256:",
+        licence="Apache-2.0",
+        files=("passt_s_swa_p16_128_ap476.safetensors",),
+        converter="tagstore.embedders.passt:convert_weights",
+        sample_rate=32000,
+        dim=768,
+        homepage="https://github.com/kkoutini/PaSST",
     ),
 }
 """Known bundles by name; other backends add theirs here."""
@@ -165,15 +234,40 @@ def weights_file(
 # --- obtaining, verifying, installing --------------------------------------------------------------
 
 
-def verify_file(bundle: WeightsBundle, path: Path, unverified: bool = False) -> str:
+def is_published(bundle: WeightsBundle) -> bool:
+    """Whether the bundle names a published digest (else it is trusted on first use)."""
+    return bool(bundle.digest.partition(":")[2])
+
+
+def digest_matches(expected: str, actual: str) -> bool:
+    """Whether full digest ``actual`` is ``expected``: equal, or ``expected``'s HEX is a prefix of 8+ digits."""
+    algorithm, _, hexdigest = expected.partition(":")
+    actual_algorithm, _, actual_hex = actual.partition(":")
+    return algorithm == actual_algorithm and len(hexdigest) >= 8 and actual_hex.startswith(hexdigest.lower())
+
+
+def pinned_digest(bundle: WeightsBundle, weights_dir: Path | None = None) -> str | None:
+    """For a bundle without a published digest, the source digest recorded at its first install (or None)."""
+    if is_published(bundle):
+        return None
+    manifest = read_manifest(bundle, weights_dir)
+    pinned = manifest.get("pinned_digest") if manifest else None
+    return str(pinned) if pinned else None
+
+
+def verify_file(bundle: WeightsBundle, path: Path, unverified: bool = False, pinned: str | None = None) -> str:
     """Digest of ``path``; raises WeightsDigestError naming both digests if it is not the bundle's file.
 
-    With ``unverified`` a different digest is accepted (and returned) instead.
+    The expected digest is the published one, else ``pinned`` (recorded at the first install); with
+    neither the file is accepted (first use). With ``unverified`` a different digest is accepted (and
+    returned) instead.
     """
     actual = file_digest(path, bundle.algorithm)
-    if actual != bundle.digest and not unverified:
+    expected = bundle.digest if is_published(bundle) else pinned
+    if expected and not digest_matches(expected, actual) and not unverified:
+        what = "" if is_published(bundle) else " recorded when it was first installed (none is published)"
         raise WeightsDigestError(
-            f"{path} is not the {bundle.name} weights file {bundle.file_name}: expected {bundle.digest}, "
+            f"{path} is not the {bundle.name} weights file {bundle.file_name}: expected {expected}{what}, "
             f"got {actual}; fetch the right file (`{bundle.fetch_command()}`), or import it with --unverified "
             "if you trust it"
         )
@@ -246,7 +340,20 @@ def install(
     if not source_file.is_file():
         raise PathNotFoundError(f"{source_file} does not exist; give the path of {bundle.file_name}")
     say(f"verifying {source_file.name} ({bundle.algorithm})")
-    source_digest = verify_file(bundle, source_file, unverified)
+    pinned = pinned_digest(bundle, weights_dir)
+    source_digest = verify_file(bundle, source_file, unverified, pinned)
+    verified = digest_matches(bundle.digest, source_digest) if is_published(bundle) else None
+    if verified is None and (pinned is None or digest_matches(pinned, source_digest)):
+        trust = "first-use"
+        say(f"{bundle.name}: no digest is published; recording {source_digest} (trust on first use)" if pinned is None
+            else f"{bundle.name}: {source_digest} matches the digest recorded at its first install")
+    elif verified:
+        trust = "published"
+    else:
+        trust = "unverified"
+        say(f"WARNING: {source_file} does not match the {bundle.name} digest "
+            f"{bundle.digest if verified is not None else pinned}: it has {source_digest}; installing it UNVERIFIED "
+            "as asked (--unverified); the manifest records this")
     final = bundle_dir(bundle, weights_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}-", dir=final.parent))
@@ -269,7 +376,9 @@ def install(
             "source": bundle.source,
             "source_file": source_file.name,
             "source_digest": source_digest,
-            "verified": source_digest == bundle.digest,
+            "verified": bool(verified),
+            "trust": trust,
+            "pinned_digest": pinned or (source_digest if trust == "first-use" else None),
             "licence": bundle.licence,
             "converter": bundle.converter,
             "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
