@@ -12,7 +12,8 @@ reads [47872 k - 256, 47872 (k + 1)), so a window here is 48128 samples (3.008 s
 after ``lead_in_samples`` = 256 zeros the host puts before the track. (Framing each 47872-sample window on
 its own instead zero-pads its first frame: a fake onset that changes max_pool by ~10% from the second
 patch on.) The original rounds the mel power and ``log10(10000 x + 1)`` to float16; that rounding is kept
-(the model was trained on such input), its float16 overflow on loud input is not: the arithmetic is float32.
+(without it outputs move by ~5e-4 relative), its float16 overflow on loud input is not: the arithmetic is
+float32.
 
 torch is imported when an embedder is built, not when this module is imported. Weights come from the
 cache (``tagstore models fetch musicnn``): the TF checkpoints of the wheel converted to safetensors, with
@@ -368,6 +369,8 @@ class MusicnnEmbedder(Embedder):
         self.layer, self.dim = layer, LAYERS[layer]
         self.tag_names = MSD_TAGS if self.model == "MSD" else MTT_TAGS
         if batch_size not in (None, ""):
+            if not str(batch_size).isdigit() or int(batch_size) < 1:  # type: ignore[arg-type]
+                raise EmbedderError(f"musicnn: batch_size must be a positive whole number, got {batch_size!r}")
             self.batch_size = int(batch_size)  # type: ignore[arg-type]
         path, self.weights_digest = weights.weights_file(
             weights.BUNDLES["musicnn"], f"{self.model}_musicnn.safetensors",
@@ -415,8 +418,8 @@ class MusicnnEmbedder(Embedder):
         mel = spec.abs().square() @ self._mel  # (n, 187, 96) power; |X| then squared, as librosa does
         if not original_rounding:
             return torch.log10(mel * 10000.0 + 1.0)
-        # The original casts the mel power to float16 and takes log10(10000 x + 1) in float16 (the model
-        # was trained on such input): each step is rounded to float16 precision here, without overflow.
+        # The original casts the mel power to float16 and takes log10(10000 x + 1) in float16: each step is
+        # rounded to float16 precision here too, but in float32 arithmetic, so loud input cannot overflow.
         r = _round_half
         return r(torch.log10(r(r(r(mel) * 10000.0) + 1.0)))
 
