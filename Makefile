@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS := torch,corpus,test
 
-.PHONY: venv test demo bench clean
+.PHONY: venv weights test demo clean
 
 venv: $(STAMP)
 
@@ -14,11 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-test: venv
-	$(BIN)/python -m pytest -q
+# The musicnn wheel from PyPI (when reachable) lets a test read the real checkpoints; tests never download.
+MUSICNN_WHEEL := .cache/musicnn-0.1.0-py3-none-any.whl
 
-demo: venv
+$(MUSICNN_WHEEL):
+	-$(BIN)/python -m pip download --quiet --no-deps musicnn==0.1.0 -d .cache
+
+weights: venv
+	$(BIN)/tagstore models fetch musicnn
+
+test: venv $(MUSICNN_WHEEL)
+	TAGSTORE_MUSICNN_WHEEL=$(CURDIR)/$(MUSICNN_WHEEL) $(BIN)/python -m pytest -q
+
+demo: weights
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo-out
+	rm -rf $(VENV) build dist *.egg-info demo-out .cache
