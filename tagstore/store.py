@@ -71,6 +71,7 @@ class Store:
         self._con = con  # read-only connection kept for a session (see :meth:`session`)
         self._sessions = 0
         self._writing = False
+        self._loaded_index: tuple[int, Any, Any] | None = None  # (record version, file stat, index): see vectors
 
     # --- lifecycle ------------------------------------------------------------------------------
 

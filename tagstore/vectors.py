@@ -251,6 +251,9 @@ def open_index(store: Any) -> tuple[Any, dict[str, Any]]:
         n = con.execute("SELECT count(*) FROM embeddings").fetchone()[0]
     if n == 0:
         raise EmptyStoreError(f"the store {store.path} has no tracks yet; add some with `tagstore add PATH`")
+    cached = _cached(store, record, generation)
+    if cached is not None:
+        return cached, record
     problem = None
     index = None
     if record is None:
@@ -261,6 +264,7 @@ def open_index(store: Any) -> tuple[Any, dict[str, Any]]:
         except IndexCorruptError as exc:
             problem = str(exc)
     if problem is None and record is not None and record["generation"] == generation:
+        _remember(store, record, index)
         return index, record
     if problem is not None:
         log.warning("%s; rebuilding it from the %d stored embeddings", problem, n)
@@ -273,4 +277,27 @@ def open_index(store: Any) -> tuple[Any, dict[str, Any]]:
             return index, record
         raise
     assert record is not None
-    return indexes.load(_index_file(store, record["file"]), expected=_expected(record)), record
+    index = indexes.load(_index_file(store, record["file"]), expected=_expected(record))
+    _remember(store, record, index)
+    return index, record
+
+
+def _fingerprint(store: Any, record: dict[str, Any]) -> tuple[int, int] | None:
+    try:
+        st = _index_file(store, record["file"]).stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _remember(store: Any, record: dict[str, Any], index: Any) -> None:
+    """Keep the loaded index on the store object, so repeated queries in one process do not reload it."""
+    store._loaded_index = (record["version"], _fingerprint(store, record), index)
+
+
+def _cached(store: Any, record: dict[str, Any] | None, generation: int) -> Any | None:
+    """The index this store object loaded before, if the catalogue still points at the same unchanged file."""
+    held = getattr(store, "_loaded_index", None)
+    if held is None or record is None or record["generation"] != generation or held[0] != record["version"]:
+        return None
+    return held[2] if held[1] == _fingerprint(store, record) == (record["size_bytes"], record["mtime_ns"]) else None

@@ -238,3 +238,18 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(store: Store, tmp_path
     assert _rows(store, "SELECT count(*) FROM embeddings")[0][0] == n
     assert store.info()["index"]["count"] == n
     assert len(store.similar(1, k=n)[1]) == n - 1
+
+
+def test_repeated_queries_reuse_the_loaded_index(store: Store, library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tagstore import indexes
+
+    store.add([library])
+    loads = []
+    real = indexes.load
+    monkeypatch.setattr(indexes, "load", lambda *a, **k: loads.append(a) or real(*a, **k))
+    first = [store.similar(i, k=3)[1] for i in (1, 2, 3)]
+    assert len(loads) == 1
+    store.add([write_clip(library / "c" / "extra.wav", "noise", 2.0, seed=42)])  # a new index version
+    before = len(loads)
+    assert len(store.similar(1, k=20)[1]) == 12 and len(loads) == before + 1
+    assert [h.id for h in store.similar(1, k=3)[1]] == [h.id for h in first[0]] and len(loads) == before + 1
