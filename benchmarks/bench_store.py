@@ -111,10 +111,12 @@ def bench_search(n: int, dim: int, workdir: Path, queries: int) -> dict[str, flo
     cli_query_times(store, [1], 10)  # warm the page cache
     cli = cli_query_times(store, [int(i) for i in rng.integers(1, n + 1, 7)], 10)
     qids = [int(i) for i in rng.integers(1, n + 1, queries)]
-    t0 = time.perf_counter()
-    for qid in qids:
-        store.similar(qid, k=10)
-    inproc = queries / (time.perf_counter() - t0)
+    with store.session():  # one catalogue connection and one loaded index for the whole loop
+        store.similar(qids[0], k=10)
+        t0 = time.perf_counter()
+        for qid in qids:
+            store.similar(qid, k=10)
+        inproc = queries / (time.perf_counter() - t0)
     size = store.info()["index"]["size_bytes"]
     return {"n": n, "dim": dim, "fill_s": fill, "rebuild_s": rebuild, "cli_median_s": statistics.median(cli),
             "cli_max_s": max(cli), "inproc_qps": inproc, "index_mb": size / 1e6}  # fmt: skip
