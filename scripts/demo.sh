@@ -11,7 +11,7 @@ export TAGSTORE_STORE="$OUT/store"
 step() { printf '\n== %s\n' "$*" >&2; }
 
 step "weights: musicnn (from its PyPI wheel, verified)"
-tagstore models fetch musicnn
+tagstore models list | grep -q '^musicnn .*present' || tagstore models fetch musicnn
 
 step "corpus: $CLIPS synthesised, labelled clips in $OUT/corpus"
 [ -f "$OUT/corpus/labels.csv" ] || tagstore demo-corpus "$OUT/corpus" --clips "$CLIPS" --seed 0
@@ -40,7 +40,6 @@ step "tracks most similar to $QUERY"
 tagstore query similar "$QUERY" -k 5
 
 step "evaluation: few-shot protocol over $EVAL_EMBEDDERS x probe, prototype, ensemble"
-tagstore eval "$OUT/corpus/labels.csv" --embedders "$EVAL_EMBEDDERS" --shots 1,2,5,10,20 --draws 3 \
-  --report "$OUT/report" --json > "$OUT/eval.json"
-tagstore eval "$OUT/corpus/labels.csv" --embedders "$EVAL_EMBEDDERS" --shots 1,2,5,10,20 --draws 3
-step "report: $OUT/report/index.html"
+tagstore eval "$OUT/corpus/labels.csv" --embedders "$EVAL_EMBEDDERS" --shots 1,2,5,10,20 --draws "${DEMO_DRAWS:-3}" \
+  --report "$OUT/report"
+step "report: $OUT/report/index.html (data: $OUT/report/eval.json)"
