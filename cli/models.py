@@ -22,7 +22,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the mode
         return
     rows = []
     for m in infos:
-        state = "present" if m.present else ("missing" if m.source else "-")
+        state = "none needed" if m.source == "built in" else "present" if m.present else ("missing" if m.source else "-")
         if m.present and m.verified is False:
             state = "present (unverified)"
         rows.append([m.name, m.dim, f"{m.sample_rate} Hz" if m.sample_rate else None, m.licence, state])

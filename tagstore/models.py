@@ -59,7 +59,7 @@ def list_models(weights_dir: Path | None = None) -> list[ModelInfo]:
     for name in sorted(set(REGISTRY) | set(weights.BUNDLES)):
         bundle = weights.BUNDLES.get(name)
         if bundle is None:
-            out.append(ModelInfo(name, None, None, "unknown", False, None, None, None))
+            out.append(_weightless(name))
             continue
         manifest = weights.read_manifest(bundle, weights_dir)
         present = manifest is not None and all(
@@ -76,6 +76,16 @@ def list_models(weights_dir: Path | None = None) -> list[ModelInfo]:
             path=str(weights.bundle_dir(bundle, weights_dir)),
         ))
     return out
+
+
+def _weightless(name: str) -> ModelInfo:
+    """A registered embedder without a weights bundle: built in (needs no weights) when it has no extra."""
+    from tagstore.embedders import REGISTRY, create
+
+    if REGISTRY[name][1] is not None:  # needs an optional dependency: do not import it just to list it
+        return ModelInfo(name, None, None, "unknown", False, None, None, None)
+    emb = create(name)
+    return ModelInfo(name, emb.dim, emb.sample_rate, emb.licence, True, "built in", None, None)
 
 
 def fetch(name: str, progress: weights.Progress | None = None, weights_dir: Path | None = None) -> Path:
