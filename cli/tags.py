@@ -81,6 +81,7 @@ def scores(
     top: int = typer.Option(20, "--top", "-k", help="Number of tracks."),
     all_rows: bool = typer.Option(False, "--all", help="Every scored track."),
     predicted: bool = typer.Option(False, "--predicted", help="Only tracks predicted to carry the tag."),
+    no_examples: bool = typer.Option(False, "--no-examples", help="Leave out the tag's own examples."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
     m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist."),
@@ -89,7 +90,8 @@ def scores(
     from tagstore import tagging
 
     with common.open_store() as store:
-        rows = tagging.scores(store, name, top=None if all_rows else top, predicted_only=predicted)
+        rows = tagging.scores(store, name, top=None if all_rows else top, predicted_only=predicted,
+                              exclude_examples=no_examples)  # fmt: skip
     if json_out:
         common.echo_json([r.to_dict() for r in rows])
     elif csv_out:

@@ -31,8 +31,8 @@ for tag in waltz trumpet; do
   step "learn '$tag' from 5 examples"
   # shellcheck disable=SC2046
   tagstore add-tag "$tag" $(examples "$tag")
-  step "top 10 tracks for '$tag' (the corpus labels say which really are $tag)"
-  tagstore scores "$tag" --top 10
+  step "top 10 tracks for '$tag' besides its examples, checked against the corpus labels"
+  tagstore scores "$tag" --top 10 --no-examples --csv | python "$(dirname "$0")/check_tag.py" "$tag" "$OUT/corpus/labels.csv"
 done
 
 QUERY=$(awk -F, 'NR == 2 { print ENVIRON["OUT"] "/corpus/" $1 }' "$OUT/corpus/labels.csv")

@@ -454,8 +454,13 @@ class ScoredTrack:
         return asdict(self)
 
 
-def scores(store: Store, name: str, top: int | None = 20, predicted_only: bool = False) -> list[ScoredTrack]:
-    """Tracks by descending score for a tag (learned or model); ``top=None`` lists all."""
+def scores(
+    store: Store, name: str, top: int | None = 20, predicted_only: bool = False, exclude_examples: bool = False
+) -> list[ScoredTrack]:
+    """Tracks by descending score for a tag (learned or model); ``top=None`` lists all.
+
+    ``exclude_examples`` leaves out the tag's own examples (to see what it found, not what it was shown).
+    """
     with store.reader() as con:
         row = _tag_row(con, check_tag_name(name))
         if row is None:
@@ -464,6 +469,8 @@ def scores(store: Store, name: str, top: int | None = 20, predicted_only: bool =
                  FROM tag_scores s JOIN tracks t ON t.id = s.track_id WHERE s.tag_id = ?"""
         if predicted_only:
             sql += " AND s.predicted"
+        if exclude_examples:
+            sql += " AND t.id NOT IN (SELECT track_id FROM tag_examples WHERE tag_id = s.tag_id)"
         sql += " ORDER BY s.score DESC, t.id"
         if top is not None:
             sql += f" LIMIT {int(top)}"

@@ -38,6 +38,8 @@ def test_add_tag_scores_every_track_and_ranks_examples_kind_first(filled: Store)
     assert {t.id for t in top} == set(noise)  # the third noise clip ranks with its examples
     assert all(t.predicted == (t.score >= summary.threshold) for t in tagging.scores(filled, "noisy", top=None))
     assert [e["id"] for e in tagging.tag_examples(filled, "noisy")] == noise[:2]
+    found = tagging.scores(filled, "noisy", top=1, exclude_examples=True)
+    assert [t.id for t in found] == [noise[2]] and found[0].rank == 1
 
 
 def test_running_again_adds_examples_and_a_label_can_flip(filled: Store) -> None:
