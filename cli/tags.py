@@ -11,7 +11,10 @@ import typer
 
 from tagstore.cli import common
 
-METHOD_HELP = "probe (linear probe), prototype (nearest prototype) or ensemble (both); default: the tag's, else ensemble."
+METHOD_HELP = (
+    "auto (ensemble below 10 positives, probe from 10: the evaluation's winners), probe (linear probe), "
+    "prototype (nearest prototype) or ensemble (both); default: the tag's choice, else auto."
+)
 
 
 def add_tag(

@@ -60,6 +60,7 @@ CREATE TABLE tags (
     kind VARCHAR NOT NULL,
     source VARCHAR,
     method VARCHAR,
+    method_choice VARCHAR,
     threshold DOUBLE,
     cv_ap DOUBLE,
     model BLOB,

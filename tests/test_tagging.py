@@ -174,3 +174,15 @@ def test_re_embed_refits_learned_tags(filled: Store, tmp_path: Path) -> None:
     (summary,) = tagging.list_tags(filled)
     assert summary.scored == 12 and summary.n_pos == 2
     assert {t.id for t in tagging.scores(filled, "noisy", top=3)} == set(noise)
+
+
+def test_auto_method_follows_the_number_of_positives(filled: Store, tmp_path: Path) -> None:
+    ids = [t.id for t in filled.tracks()]
+    s = tagging.add_tag(filled, "many", [str(i) for i in ids[:3]])
+    assert s.method == "ensemble"  # auto, 3 positives
+    for i in range(8):  # more tracks, so 10 positives are possible
+        filled.add([write_clip(tmp_path / "more" / f"m{i}.wav", "tone", 2.0, seed=200 + i)])
+    ids = [t.id for t in filled.tracks()]
+    assert tagging.add_tag(filled, "many", [str(i) for i in ids[3:10]]).method == "probe"  # auto, 10 positives
+    assert tagging.add_tag(filled, "pinned", [str(ids[0])], method="prototype").method == "prototype"
+    assert tagging.add_tag(filled, "pinned", [str(ids[1])]).method == "prototype"  # the choice is kept
