@@ -24,8 +24,9 @@ from tagstore.store import Progress, Store
 
 DEFAULT_METHOD = "auto"
 AUTO_PROBE_FROM = 10
-"""``auto`` fits the ensemble below this many positives and the probe from it on: on the demo corpus the
-ensemble wins at 1-5 examples and the linear probe at 10-20, for both dsp and musicnn (README)."""
+"""``auto`` fits the ensemble below this many positives and the probe from it on: on the demo corpus with
+musicnn the ensemble wins at 1-5 examples and the linear probe at 10-20 (with dsp the probe wins or ties
+at every K but 2); see the README's evaluation table."""
 UNLABELLED_SAMPLE = 400
 MAX_TAG_NAME = 200
 SCORE_CHUNK = 16384
