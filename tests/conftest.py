@@ -89,6 +89,20 @@ def cli(runner, *args: str):  # type: ignore[no-untyped-def]
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests never read or write the user's weights cache: a session cache, holding musicnn's real
+    weights converted by this code when the wheel is at hand (``make test`` downloads it beforehand)."""
+    root = tmp_path_factory.mktemp("weights-cache")
+    os.environ["TAGSTORE_WEIGHTS_DIR"] = str(root)
+    wheel = Path(os.environ.get("TAGSTORE_MUSICNN_WHEEL") or Path(__file__).parents[1] / ".cache" / "musicnn-0.1.0-py3-none-any.whl")
+    if wheel.is_file():
+        from tagstore import models
+
+        models.import_file("musicnn", wheel, weights_dir=root)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests run on 2 shared cores: one BLAS thread each keeps them predictable.

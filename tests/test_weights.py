@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -152,3 +153,24 @@ def test_cli_list_and_import(runner, monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert any(line.startswith("musicnn") and "present (unverified)" in line for line in table)
     missing = cli(runner, "models", "import", "musicnn", tmp_path / "nowhere.whl")
     assert missing.exit_code == 1 and "does not exist" in missing.stderr
+
+
+def test_conversion_is_byte_identical_across_processes(tmp_path: Path) -> None:
+    """The converted file's digest is the embedder's version: it must not change with the hash seed."""
+    import subprocess
+    import sys
+
+    from test_musicnn import fake_wheel
+
+    wheel = fake_wheel(tmp_path / "fake.whl")
+    code = (
+        "import hashlib, sys; from pathlib import Path; from tagstore.embedders.musicnn import convert_wheel;"
+        "out = Path(sys.argv[2]); out.mkdir(); convert_wheel(Path(sys.argv[1]), out);"
+        "print(hashlib.sha256((out / 'MSD_musicnn.safetensors').read_bytes()).hexdigest())"
+    )
+    digests = {
+        subprocess.run([sys.executable, "-c", code, str(wheel), str(tmp_path / f"o{seed}")], check=True,
+                       capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        for seed in (1, 2, 3, 4)
+    }  # fmt: skip
+    assert len(digests) == 1

@@ -9,6 +9,7 @@ only with ``torch.load(weights_only=True)``); loading an embedder then reads tha
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -180,4 +181,7 @@ def convert_checkpoint(
         out[key] = arr
     if bad:
         raise EmbedderError(f"{source} is not {what}: {'; '.join(bad[:3])}")
-    save_file(out, str(out_file), metadata={"source": source.name, **(metadata or {})})
+    # One metadata key holding sorted JSON: safetensors writes metadata from a hash map whose order changes
+    # from process to process, and the file's digest becomes the embedder's version, so it must be stable.
+    meta = json.dumps({"source": source.name, **(metadata or {})}, sort_keys=True)
+    save_file(out, str(out_file), metadata={"tagstore": meta})

@@ -106,7 +106,9 @@ def convert_wheel(wheel: Path, out_dir: Path) -> None:
                 for name, shape in PARAM_SHAPES.items():
                     if tensors[name].shape != shape or tensors[name].dtype != np.float32:
                         raise CheckpointError(f"{name} is {tensors[name].dtype}{tensors[name].shape}, expected float32{shape}")
-                meta = {"source": f"musicnn==0.1.0 {prefix}", "format": "tf-names/1"}
+                # One metadata key: safetensors writes metadata from a hash map whose order changes from
+                # process to process, and the file's digest is the embedder's version, so it must be stable.
+                meta = {"source": f"musicnn==0.1.0 {prefix} (tf-names/1)"}
                 save_file(tensors, str(Path(out_dir) / f"{model}_musicnn.safetensors"), metadata=meta)
     except (zipfile.BadZipFile, KeyError, CheckpointError) as exc:
         raise EmbedderError(f"{wheel} is not a usable musicnn 0.1.0 wheel ({exc})") from exc
