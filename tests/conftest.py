@@ -40,6 +40,18 @@ def synth(kind: str, seconds: float = 3.0, sr: int = SR, seed: int = 0) -> np.nd
     return (0.5 * x / peak * rng.uniform(0.5, 1.0)).astype(np.float32)
 
 
+def music(
+    seconds: float, seed: int = 0, sr: int = SR, harmonics: int = 7, tremolo_hz: float = 3.0
+) -> np.ndarray:
+    """A seeded harmonic note ``(n,)`` float32 with tremolo and a little noise (model-equivalence inputs)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
+    x = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, harmonics + 1))
+    x = x * (0.6 + 0.4 * np.sin(2 * np.pi * tremolo_hz * t)) + 0.05 * rng.standard_normal(t.shape[0])
+    return (0.3 * x).astype(np.float32)
+
+
 def write_clip(path: Path, kind: str, seconds: float = 3.0, sr: int = SR, seed: int = 0, **kw: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), synth(kind, seconds, sr, seed), sr, **kw)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 
@@ -95,12 +96,7 @@ def reference(weights_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def music(seconds: float, seed: int = 0, sr: int = SR) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
-    x = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, 6))
-    x = x * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t)) + 0.05 * rng.standard_normal(t.shape[0])
-    return (0.3 * x).astype(np.float32)
+    return conftest.music(seconds, seed, sr, harmonics=5, tremolo_hz=2)
 
 
 def windows_of(audio: np.ndarray) -> np.ndarray:
