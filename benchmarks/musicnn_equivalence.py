@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from musicnn_common import SR, TF_ENV, log, music_clip, tf_venv, windows  # noqa: E402
+from musicnn_common import SR, TF_ENV, ensure_weights, log, music_clip, tf_venv, windows  # noqa: E402
 
 ORIGINAL = r"""
 import json, sys, numpy as np
@@ -54,13 +54,9 @@ def main() -> int:
     args = ap.parse_args()
     py, wheel = tf_venv()
 
-    from tagstore import models, weights
     from tagstore.embedders import create
 
-    try:
-        weights.weights_file(weights.BUNDLES["musicnn"], "MSD_musicnn.safetensors")
-    except Exception:  # noqa: BLE001 - any missing/bad cache: install from the wheel the venv used
-        models.import_file("musicnn", wheel, progress=log)
+    ensure_weights(wheel)
 
     work = args.out or Path(tempfile.mkdtemp(prefix="musicnn-eq-"))
     work.mkdir(parents=True, exist_ok=True)

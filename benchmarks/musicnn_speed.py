@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from musicnn_common import SR, TF_ENV, log, music_clip, tf_venv, windows  # noqa: E402
+from musicnn_common import SR, TF_ENV, ensure_weights, log, music_clip, tf_venv, windows  # noqa: E402
 
 ORIGINAL = r"""
 import json, os, sys, time, numpy as np, tensorflow as tf
@@ -79,13 +79,9 @@ def main() -> int:
 
     import torch
 
-    from tagstore import models, weights
     from tagstore.embedders import create
 
-    try:
-        weights.weights_file(weights.BUNDLES["musicnn"], "MSD_musicnn.safetensors")
-    except Exception:  # noqa: BLE001 - any missing/bad cache: install from the wheel the venv used
-        models.import_file("musicnn", wheel, progress=log)
+    ensure_weights(wheel)
     work = Path(tempfile.mkdtemp(prefix="musicnn-speed-"))
     files = []
     for i in range(args.clips):
