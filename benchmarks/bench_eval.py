@@ -4,7 +4,7 @@
                                     [--shots 1,2,5,10,20] [--draws 3] [--workers N] [--out DIR]
 
 Synthesises the demo corpus into --out (kept and reused when its labels.csv exists), then runs
-:func:`tagstore.evaluate.evaluate` three times: first (eval stores created and every clip embedded, unless
+:func:`tagstore.evaluation.evaluate` three times: first (eval stores created and every clip embedded, unless
 --out already holds them) with one fitting process, again with one process (nothing embedded), and with
 --workers processes (default: one per core) and ``keep_fits`` for the per-fit breakdown. Prints a
 markdown table on stdout, progress on stderr. Like ``tagstore eval``, it sets OPENBLAS_NUM_THREADS=1
@@ -28,7 +28,7 @@ from collections import defaultdict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from tagstore.corpus import make_corpus  # noqa: E402
-from tagstore.evaluate import evaluate  # noqa: E402
+from tagstore.evaluation import evaluate  # noqa: E402
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from tagstore.learn import CatalogueStats, average_precision, fit_tag, score_tags
+from tagstore.learning import CatalogueStats, average_precision, fit_tag, score_tags
 
 
 def catalogue(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

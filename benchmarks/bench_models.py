@@ -4,7 +4,7 @@
     python benchmarks/bench_models.py --models vggish --seconds 120 --threads 1
 
 Weights: seeded random tensors of the published shapes (PaSST with all 12 blocks), installed
-unverified into a temporary cache with ``tagstore.models.import_file``: speed does not depend on the
+unverified into a temporary cache with ``tagstore.pretrained.import_file``: speed does not depend on the
 values. Audio: seeded music-like signal held in memory at 44.1 kHz, embedded with
 ``TrackEmbedder.embed_audio`` (resampling, windowing, batching, forward passes and pooling, no
 decoding). Prints a markdown table on stdout (progress on stderr):
@@ -51,7 +51,7 @@ def random_checkpoint(shapes: dict[str, tuple[int, ...]], path: Path, seed: int)
 
 
 def install_random_weights(cache: Path) -> None:
-    from tagstore import models, weights
+    from tagstore.embedders import pretrained, weights
     from tagstore.embedders import openl3, passt, vggish
 
     tmp = cache.parent
@@ -60,7 +60,7 @@ def install_random_weights(cache: Path) -> None:
         bundle = weights.BUNDLES[name]
         log(f"installing random {name} weights")
         src = random_checkpoint(dict(shapes), tmp / bundle.file_name, seed=len(name))
-        models.import_file(name, src, unverified=True, weights_dir=cache)
+        pretrained.import_file(name, src, unverified=True, weights_dir=cache)
         src.unlink()
 
 
@@ -75,7 +75,7 @@ def music(seconds: float, seed: int = 0) -> np.ndarray:
 
 def bench(spec: str, seconds: float, threads: int | None) -> tuple[int, float]:
     """Windows embedded and wall seconds for one ``embed_audio`` of a ``seconds`` clip (after a warm-up)."""
-    from tagstore.embedding import TrackEmbedder
+    from tagstore.embedders.host import TrackEmbedder
 
     opts = ":device=cpu" + (f":threads={threads}" if threads else "")
     te = TrackEmbedder.from_spec(",".join(s + opts for s in spec.split(",")))

@@ -44,12 +44,12 @@ def tf_venv(venv: Path = VENV) -> tuple[Path, Path]:
 
 def ensure_weights(wheel: Path) -> None:
     """Install musicnn's weights from ``wheel`` (the one the TF venv used) unless the cache has usable ones."""
-    from tagstore import models, weights
+    from tagstore.embedders import pretrained, weights
 
     try:
         weights.weights_file(weights.BUNDLES["musicnn"], "MSD_musicnn.safetensors")
     except Exception:  # noqa: BLE001 - any missing/bad cache: install from the wheel the venv used
-        models.import_file("musicnn", wheel, progress=log)
+        pretrained.import_file("musicnn", wheel, progress=log)
 
 
 def mel_power_max(x: np.ndarray) -> float:

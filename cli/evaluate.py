@@ -73,8 +73,8 @@ def eval_cmd(
     # Each fit is a few hundred rows: one BLAS thread per worker process runs them several times faster
     # than a thread pool per process. Only takes effect before numpy loads; an explicit setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from tagstore.evaluate import evaluate
-    from tagstore.report import fmt, k_label
+    from tagstore.evaluation import evaluate
+    from tagstore.evaluation.report import fmt, k_label
 
     bar = common.ProgressBar("eval")
     try:

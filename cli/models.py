@@ -14,9 +14,9 @@ app = typer.Typer(help="Pre-trained models: list, fetch and import weights.", no
 @app.command("list")
 def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the models as JSON.")) -> None:
     """Each model: embedding size, input rate, licence and whether its weights are in the cache."""
-    from tagstore import models
+    from tagstore import api
 
-    infos = models.list_models()
+    infos = api.list_models()
     if json_out:
         common.echo_json([m.to_dict() for m in infos])
         return
@@ -32,9 +32,9 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the mode
 @app.command("fetch")
 def fetch_cmd(name: str = typer.Argument(..., help="Model name, e.g. musicnn.")) -> None:
     """Download a model's published weights, verify their digest and install them in the cache."""
-    from tagstore import models
+    from tagstore import api
 
-    folder = models.fetch(name, progress=common.info)
+    folder = api.fetch_model(name, progress=common.info)
     typer.echo(str(folder))
 
 
@@ -47,7 +47,7 @@ def import_cmd(
     ),
 ) -> None:
     """Install a model's weights from a local file (no network); its digest is verified."""
-    from tagstore import models
+    from tagstore import api
 
-    folder = models.import_file(name, file, unverified=unverified, progress=common.info)
+    folder = api.import_model(name, file, unverified=unverified, progress=common.info)
     typer.echo(str(folder))

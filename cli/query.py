@@ -24,8 +24,10 @@ def similar(
     """Tracks most similar to TRACK, by cosine similarity of their embeddings."""
     if (track is None) == (tag is None):
         raise typer.BadParameter("give a TRACK to search from, or --tag NAME (not both)")
+    from tagstore import api
+
     with common.open_store() as store:
-        q, hits = store.similar(track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
+        q, hits = api.similar(store, track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
     if json_out:
         common.echo_json({"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in hits]})
     elif m3u:

@@ -17,19 +17,21 @@ def init(
     json_out: bool = typer.Option(False, "--json", help="Print the new store's info as JSON."),
 ) -> None:
     """Create a store: a DuckDB catalogue and a folder for its vector index."""
-    from tagstore.store import Store
+    from tagstore import api
 
-    store = Store.init(path or common.store_path(), embedders=embedders, factory=index)
+    store = api.init(path or common.store_path(), embedders=embedders, factory=index)
     if json_out:
-        common.echo_json(store.info())
+        common.echo_json(api.info(store))
     else:
         typer.echo(f"created store {store.path} ({store.layout.spec}, {store.layout.dim}-d, index {index})")
 
 
 def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Store path, embedder layout, counts, index type, size and version."""
+    from tagstore import api
+
     with common.open_store() as store:
-        data = store.info()
+        data = api.info(store)
     if json_out:
         common.echo_json(data)
         return
@@ -57,15 +59,16 @@ def rebuild(
     json_out: bool = typer.Option(False, "--json", help="Print the new index record as JSON."),
 ) -> None:
     """Rebuild the vector index from the stored embeddings (atomic swap), or re-embed first."""
+    from tagstore import api
+
     bar = common.ProgressBar("re-embedding" if re_embed else "indexing")
-    kwargs = {"embedders": embedders} if re_embed else {}
     with common.open_store() as store:
         try:
-            record = store.rebuild(re_embed=re_embed, progress=bar, **kwargs)
+            record = api.rebuild(store, re_embed=re_embed, embedders=embedders, progress=bar)
         finally:
             bar.close()
-    out = {k: record[k] for k in ("version", "file", "factory", "count", "checksum", "size_bytes")}
-    out["build_s"] = record["params"].get("build_s")
+    out = {"version": record.version, "file": record.file, "factory": record.factory, "count": record.count,
+           "checksum": record.checksum, "size_bytes": record.size, "build_s": record.params.get("build_s")}  # fmt: skip
     if json_out:
         common.echo_json(out)
     else:

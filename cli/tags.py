@@ -28,12 +28,12 @@ def add_tag(
     json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
 ) -> None:
     """Learn a tag from a few examples (run again to add examples) and score every track."""
-    from tagstore import tagging
+    from tagstore import api
 
-    pos = list(examples) + (tagging.read_list_file(examples_file) if examples_file else [])
-    neg = list(negatives) + (tagging.read_list_file(negatives_file) if negatives_file else [])
+    pos = list(examples) + (api.read_list_file(examples_file) if examples_file else [])
+    neg = list(negatives) + (api.read_list_file(negatives_file) if negatives_file else [])
     with common.open_store() as store:
-        summary = tagging.add_tag(store, name, pos, neg, method=method, add_files=add)
+        summary = api.add_tag(store, name, pos, neg, method=method, add_files=add)
     if json_out:
         common.echo_json(summary.to_dict())
     else:
@@ -51,10 +51,10 @@ def tag(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score tracks added since the tags were learned (incremental), or all with --all."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        result = tagging.rescore(store, names or None, all_tracks=all_tracks)
+        result = api.tag(store, names or None, all_tracks=all_tracks)
     if json_out:
         common.echo_json(result)
     else:
@@ -66,10 +66,10 @@ def tags(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List tags: kind, examples, method, threshold, predicted count, cross-validated AP."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        found = tagging.list_tags(store, kind=kind)
+        found = api.tags(store, kind=kind)
     if json_out:
         common.echo_json([t.to_dict() for t in found])
         return
@@ -90,11 +90,11 @@ def scores(
     m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist."),
 ) -> None:
     """Tracks by score for a tag, best first."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        rows = tagging.scores(store, name, top=None if all_rows else top, predicted_only=predicted,
-                              exclude_examples=no_examples)  # fmt: skip
+        rows = api.scores(store, name, top=None if all_rows else top, predicted_only=predicted,
+                          exclude_examples=no_examples)  # fmt: skip
     if json_out:
         common.echo_json([r.to_dict() for r in rows])
     elif csv_out:
@@ -110,10 +110,10 @@ def scores(
 
 def tag_examples(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")) -> None:
     """List a tag's examples."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        rows = tagging.tag_examples(store, name)
+        rows = api.tag_examples(store, name)
     if json_out:
         common.echo_json(rows)
     else:
@@ -125,19 +125,19 @@ def remove_examples(
     items: list[str] = typer.Argument(..., help="Examples to drop: ids, stored paths or outside paths."),
 ) -> None:
     """Drop examples from a tag and refit it."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        s = tagging.remove_examples(store, name, items)
+        s = api.remove_examples(store, name, items)
     typer.echo(f"tag {s.name}: {s.n_pos} positive, {s.n_neg} negative examples; {s.predicted} tracks predicted")
 
 
 def remove_tag(name: str = typer.Argument(...)) -> None:
     """Delete a learned tag with its examples and scores."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        tagging.remove_tag(store, name)
+        api.remove_tag(store, name)
     typer.echo(f"removed tag {name!r}")
 
 
@@ -155,10 +155,10 @@ def propagate(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        _listing(tagging.propagate(store, name, k=k), json_out, "sources")
+        _listing(api.propagate(store, name, k=k), json_out, "sources")
 
 
 def suggest(
@@ -167,10 +167,10 @@ def suggest(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Tracks worth labelling next for a tag (near its threshold, and unlike each other)."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        _listing(tagging.suggest(store, name, n=n), json_out, "threshold")
+        _listing(api.suggest(store, name, n=n), json_out, "threshold")
 
 
 def explain(
@@ -179,10 +179,10 @@ def explain(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Why a track has its score for a tag: nearest examples and the parts of the score."""
-    from tagstore import tagging
+    from tagstore import api
 
     with common.open_store() as store:
-        data = tagging.explain(store, track, name)
+        data = api.explain(store, track, name)
     if json_out:
         common.echo_json(data)
         return

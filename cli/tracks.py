@@ -17,10 +17,12 @@ def add(
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Tracks committed per transaction."),
 ) -> None:
     """Add audio files to the store; already stored files are skipped, bad files reported."""
+    from tagstore import api
+
     bar = common.ProgressBar("adding")
     with common.open_store() as store:
         try:
-            report = store.add(paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size)
+            report = api.add(store, paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size)
         finally:
             bar.close()
     if json_out:
@@ -52,8 +54,10 @@ def remove(
     json_out: bool = typer.Option(False, "--json", help="Print the removed tracks as JSON."),
 ) -> None:
     """Remove tracks with their embeddings, tag examples and scores (audio files are not touched)."""
+    from tagstore import api
+
     with common.open_store() as store:
-        removed = store.remove(tracks, dry_run=dry_run)
+        removed = api.remove(store, tracks, dry_run=dry_run)
     if json_out:
         common.echo_json([t.to_dict() for t in removed])
         return
@@ -72,9 +76,11 @@ def tracks(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the tracks in the store."""
+    from tagstore import api
+
     with common.open_store() as store:
-        rows = store.failures() if failed else []
-        found = [] if failed else store.tracks(match=match, artist=artist, album=album, genre=genre, limit=limit)
+        rows = api.failures(store) if failed else []
+        found = [] if failed else api.tracks(store, match=match, artist=artist, album=album, genre=genre, limit=limit)
     if failed:
         if json_out:
             common.echo_json(rows)

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 
 from tagstore.errors import IndexCorruptError, VectorIndexError
+from tagstore.fileio import atomic_write
 
 from . import devices
 from .devices import faiss_module, first_line
 from . import files
-from .files import REBUILD_HINT, IndexFileInfo, IndexFileRecord, check_file, corrupt, missing, write_atomic
+from .files import REBUILD_HINT, IndexFileInfo, IndexFileRecord, check_file, corrupt, missing
 
 __all__ = ["FaissIndex", "create", "build", "load"]
 
@@ -214,16 +215,19 @@ class FaissIndex:
 
     def save(self, path: str | os.PathLike[str]) -> IndexFileInfo:
         """Write the index to ``path`` atomically (temp file, fsync, rename, fsync dir); see
-        :func:`tagstore.indexes.files.write_atomic`. Returns the record to keep in the catalogue."""
+        :func:`tagstore.fileio.atomic_write`. Returns the record to keep in the catalogue."""
         faiss = faiss_module()
         path = Path(path)
         host = self._cpu()
-        checksum, stat = write_atomic(path, lambda sink: faiss.write_index(host, faiss.PyCallbackIOWriter(sink)))
+        try:
+            done = atomic_write(path, lambda sink: faiss.write_index(host, faiss.PyCallbackIOWriter(sink.write)))
+        except OSError as exc:
+            raise VectorIndexError(f"cannot write index file {path}: {exc}; check the folder and free space") from exc
         return IndexFileInfo(
             path=path,
-            checksum=checksum,
-            size=stat.st_size,
-            mtime_ns=stat.st_mtime_ns,
+            checksum=done.digest,
+            size=done.size,
+            mtime_ns=done.mtime_ns,
             count=int(host.ntotal),
             dim=int(host.d),
             factory=self._factory,

@@ -13,19 +13,17 @@ differs. :func:`verify` with ``full=True`` always computes it (for ``tagstore ch
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tagstore.errors import IndexCorruptError, VectorIndexError
+from tagstore.errors import IndexCorruptError
+from tagstore.fileio import CHUNK, file_hash
 
-__all__ = ["IndexFileInfo", "IndexFileRecord", "file_checksum", "verify", "write_atomic"]
+__all__ = ["IndexFileInfo", "IndexFileRecord", "file_checksum", "verify"]
 
-_CHUNK = 1 << 20  # bytes per read when hashing
 REBUILD_HINT = "run `tagstore rebuild`"
 
 
@@ -82,14 +80,8 @@ class IndexFileInfo:
 
 
 def file_checksum(path: str | os.PathLike[str]) -> str:
-    """``"sha256:<hex>"`` of the file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buffer):
-            digest.update(view[:n])
-    return "sha256:" + digest.hexdigest()
+    """``"sha256:<hex>"`` of the file's bytes (:func:`tagstore.fileio.file_hash`)."""
+    return file_hash(path)
 
 
 def corrupt(path: Path, what: str, expected: object, found: object) -> IndexCorruptError:
@@ -128,7 +120,7 @@ def prefetch(path: Path) -> None:
     # os.read of 1 MiB blocks measured ~5x faster here than readinto() into a reused buffer (16 vs 80 ms).
     fd = os.open(path, os.O_RDONLY)
     try:
-        while os.read(fd, _CHUNK):
+        while os.read(fd, CHUNK):
             pass
     finally:
         os.close(fd)
@@ -146,53 +138,3 @@ def verify(path: str | os.PathLike[str], info: IndexFileRecord, *, full: bool = 
     except FileNotFoundError:
         raise missing(path) from None
     check_file(path, info, stat, full=full)
-
-
-def write_atomic(path: Path, write: Callable[[Callable[[bytes], None]], None]) -> tuple[str, os.stat_result]:
-    """Write a file so that readers see the old file or the whole new one, never a part.
-
-    ``write(sink)`` must pass every byte of the content to ``sink``. The bytes go to a temp file in the
-    same directory (same filesystem, so the rename is atomic), which is flushed and fsynced, renamed
-    over ``path`` with :func:`os.replace`, and the directory is fsynced so the rename survives a crash.
-    If anything fails the temp file is removed and ``path`` is untouched.
-
-    Returns the ``"sha256:<hex>"`` of the bytes written and the ``os.stat_result`` of the new file.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    digest = hashlib.sha256()
-    try:
-        # 0o666 so that the umask decides the permissions, as for any other file the user creates.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as fh:
-
-            def sink(buf: bytes) -> None:
-                fh.write(buf)
-                digest.update(buf)
-
-            write(sink)
-            fh.flush()
-            os.fsync(fh.fileno())
-            stat = os.fstat(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise VectorIndexError(f"cannot write index file {path}: {exc}; check the folder and free space") from exc
-        raise
-    _fsync_dir(path.parent)
-    return "sha256:" + digest.hexdigest(), stat
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,7 +8,6 @@ Samples are float32 in [-1, 1] (integer formats are scaled), downmixed to mono b
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from tagstore import fileio
 from tagstore.errors import EmptyAudioError, NotAudioError, PathNotFoundError
 
 __all__ = [
@@ -334,11 +334,6 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str | None]:
     return result
 
 
-def file_hash(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """``"sha256:<hex>"`` of the file's bytes, read ``chunk`` bytes at a time."""
-    p = _check_path(path)
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return f"sha256:{h.hexdigest()}"
+def file_hash(path: str | os.PathLike[str], chunk: int = fileio.CHUNK) -> str:
+    """``"sha256:<hex>"`` of an audio file's bytes (:func:`tagstore.fileio.file_hash`), after checking the path."""
+    return fileio.file_hash(_check_path(path), chunk=chunk)

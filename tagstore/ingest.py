@@ -1,8 +1,11 @@
-"""Ingest: files and folders in, tracks and embeddings committed in batches, the index brought up to date.
+"""Ingest: files and folders in, tracks and embeddings committed in batches; returns what changed.
 
 Crash safety: each batch of tracks (with their embeddings, model-tag scores and any failures) is one
 DuckDB transaction, so a killed run leaves whole batches; the next run skips what is stored (same path,
 size and mtime, or same content hash) and carries on. Nothing is duplicated: content hashes are unique.
+
+This module changes the catalogue only; bringing the index in step and scoring learned tags for the
+new tracks is composed by :mod:`tagstore.api`.
 """
 
 from __future__ import annotations
@@ -17,13 +20,18 @@ from typing import Any
 import numpy as np
 
 from tagstore import audio
-from tagstore import catalogue as cat
-from tagstore.errors import InputError, PathNotFoundError, TagstoreError
-from tagstore.store import Progress, Store, Track
+from tagstore.catalogue import bump_generation
+from tagstore.catalogue import tags as tag_sql
+from tagstore.catalogue import tracks as track_sql
+from tagstore.catalogue.tracks import NewTrack, Track
+from tagstore.embedders.host import TrackEmbedder, TrackVector
+from tagstore.errors import AudioError, InputError, PathNotFoundError, TagstoreError
+from tagstore.store import Progress, Store
 
 BATCH_TRACKS = 32
 BATCH_SECONDS = 10.0
 """A batch is committed after this many tracks or seconds, whichever comes first."""
+MODEL_TAG_THRESHOLD = 0.5
 
 
 @dataclass
@@ -38,6 +46,11 @@ class IngestReport:
     seconds: float = 0.0
     audio_seconds: float = 0.0
     index_version: int | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the set of embeddings changed."""
+        return bool(self.added or self.updated)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,8 +87,8 @@ class _Known:
 
 
 def _known(store: Store) -> _Known:
-    with cat.reading(store.path) as con:
-        rows = con.execute("SELECT id, path, content_hash, size_bytes, mtime_ns FROM tracks").fetchall()
+    with store.reader() as con:
+        rows = track_sql.fingerprints(con)
     return _Known({r[1]: (r[0], r[2], r[3], r[4]) for r in rows}, {r[2]: (r[0], r[1]) for r in rows})
 
 
@@ -117,7 +130,10 @@ def add(
     batch_tracks: int = BATCH_TRACKS,
     batch_seconds: float = BATCH_SECONDS,
 ) -> IngestReport:
-    """Add audio files and folders (recursive) to the store; see the module docstring for guarantees."""
+    """Add audio files and folders (recursive) to the catalogue; see the module docstring for guarantees.
+
+    The caller holds the write lock (unless ``dry_run``).
+    """
     t0 = time.perf_counter()
     report = IngestReport(dry_run=dry_run)
     files = discover(paths)
@@ -126,60 +142,44 @@ def add(
             (report.updated if old_id else report.added).append({"id": old_id, "path": str(path)})
         report.seconds = time.perf_counter() - t0
         return report
-    from tagstore.embedding import TrackEmbedder
-
-    with store.write_lock():
-        embedder = TrackEmbedder.from_layout(store.layout)
-        known = _known(store)
-        batch = _Batch(store, embedder)
-        try:
-            for i, path, digest, st, old_id in _plan(files, known, report):
-                if progress:
-                    progress(i, len(files), str(path))
-                try:
-                    vec = embedder.embed_file(path)
-                    meta = audio.read_metadata(path)
-                    info = audio.probe(path)
-                except TagstoreError as exc:
-                    batch.failures.append((str(path), type(exc).__name__, str(exc)))
-                    report.failed.append({"path": str(path), "error": type(exc).__name__, "reason": str(exc)})
-                    continue
-                batch.rows.append((path, digest, st, old_id, vec, meta, info))
-                report.audio_seconds += vec.duration_s
-                if len(batch.rows) >= batch_tracks or time.monotonic() - batch.started > batch_seconds:
-                    batch.commit(report)
-        finally:
-            batch.commit(report)  # an interrupted run keeps what it has embedded
-        if progress:
-            progress(len(files), len(files), "indexing")
-        from tagstore import vectors
-
-        if report.added or report.updated or not _index_current(store):
-            record = vectors.sync(store)
-            report.index_version = record["version"] if record else None
-        if report.added or report.updated:
-            from tagstore.tagging import rescore
-
-            rescore(store)  # learned tags score the new tracks
+    embedder = store.embedder()
+    batch = _Batch(store, embedder)
+    try:
+        for i, path, digest, st, old_id in _plan(files, _known(store), report):
+            if progress:
+                progress(i, len(files), str(path))
+            try:
+                vec = embedder.embed_file(path)
+                meta = audio.read_metadata(path)
+                info = audio.probe(path)
+            except TagstoreError as exc:
+                batch.failures.append((str(path), type(exc).__name__, str(exc)))
+                report.failed.append({"path": str(path), "error": type(exc).__name__, "reason": str(exc)})
+                continue
+            row = NewTrack(
+                path=str(path), content_hash=digest, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
+                duration_s=vec.duration_s, sample_rate=info.sample_rate, channels=info.channels,
+                format=info.format, title=meta.get("title"), artist=meta.get("artist"), album=meta.get("album"),
+                genre=meta.get("genre"), vector=vec.vector,
+            )  # fmt: skip
+            batch.rows.append((row, old_id, vec))
+            report.audio_seconds += vec.duration_s
+            if len(batch.rows) >= batch_tracks or time.monotonic() - batch.started > batch_seconds:
+                batch.commit(report)
+    finally:
+        batch.commit(report)  # an interrupted run keeps what it has embedded
+    if progress:
+        progress(len(files), len(files), "indexing")
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def _index_current(store: Store) -> bool:
-    from tagstore.vectors import active_record
-
-    with cat.reading(store.path) as con:
-        record = active_record(con)
-        empty = con.execute("SELECT count(*) FROM embeddings").fetchone()[0] == 0
-        return empty or (record is not None and record["generation"] == int(cat.get_meta(con, "generation", "0") or 0))
 
 
 class _Batch:
     """Embedded tracks and failures waiting to be committed together."""
 
-    def __init__(self, store: Store, embedder: Any) -> None:
+    def __init__(self, store: Store, embedder: TrackEmbedder) -> None:
         self.store, self.embedder = store, embedder
-        self.rows: list[tuple[Any, ...]] = []
+        self.rows: list[tuple[NewTrack, int | None, TrackVector]] = []
         self.failures: list[tuple[str, str, str]] = []
         self.started = time.monotonic()
 
@@ -187,161 +187,90 @@ class _Batch:
         if not self.rows and not self.failures:
             return
         digest = self.store.layout.digest
-        with cat.transaction(self.store.path) as con:
-            for path, content_hash, st, old_id, vec, meta, info in self.rows:
-                values = [
-                    content_hash, st.st_size, st.st_mtime_ns, vec.duration_s, info.sample_rate, info.channels,
-                    info.format, meta.get("title"), meta.get("artist"), meta.get("album"), meta.get("genre"),
-                ]  # fmt: skip
+        with self.store.transaction() as con:
+            for row, old_id, vec in self.rows:
                 if old_id is None:
-                    tid = con.execute(
-                        """INSERT INTO tracks (path, content_hash, size_bytes, mtime_ns, duration_s, sample_rate,
-                               channels, format, title, artist, album, genre)
-                           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
-                        [str(path), *values],
-                    ).fetchone()[0]
-                    con.execute("INSERT INTO embeddings VALUES (?, ?, ?)", [tid, digest, vec.vector.tobytes()])
-                    report.added.append({"id": tid, "path": str(path)})
+                    tid = track_sql.insert_track(con, row, digest)
+                    report.added.append({"id": tid, "path": row.path})
                 else:
                     tid = old_id
-                    con.execute(
-                        """UPDATE tracks SET content_hash = ?, size_bytes = ?, mtime_ns = ?, duration_s = ?,
-                               sample_rate = ?, channels = ?, format = ?, title = ?, artist = ?, album = ?, genre = ?
-                           WHERE id = ?""",
-                        [*values, tid],
-                    )
-                    con.execute(
-                        "UPDATE embeddings SET vector = ?, layout_digest = ? WHERE track_id = ?",
-                        [vec.vector.tobytes(), digest, tid],
-                    )
-                    con.execute("DELETE FROM tag_scores WHERE track_id = ?", [tid])
-                    cat.set_meta(con, "index_needs_rebuild", "1")
-                    report.updated.append({"id": tid, "path": str(path)})
-                _store_model_tags(con, tid, vec.model_tags, self.embedder)
-                con.execute("DELETE FROM ingest_failures WHERE path = ?", [str(path)])
+                    track_sql.replace_track(con, tid, row, digest)
+                    report.updated.append({"id": tid, "path": row.path})
+                store_model_tags(con, tid, vec.model_tags, self.embedder)
             for path, error, reason in self.failures:
-                con.execute(
-                    """INSERT INTO ingest_failures (path, error, reason) VALUES (?, ?, ?)
-                       ON CONFLICT (path) DO UPDATE SET error = excluded.error, reason = excluded.reason,
-                           failed_at = now()""",
-                    [path, error, reason],
-                )
+                track_sql.record_failure(con, path, error, reason)
             if self.rows:
-                cat.bump_generation(con)
+                bump_generation(con)
         self.rows, self.failures = [], []
         self.started = time.monotonic()
 
 
-MODEL_TAG_THRESHOLD = 0.5
-
-
-def _store_model_tags(con: Any, track_id: int, model_tags: dict[str, np.ndarray], embedder: Any) -> None:
+def store_model_tags(con: Any, track_id: int, model_tags: dict[str, np.ndarray], embedder: TrackEmbedder) -> None:
     """Scores of a model's own output tags (e.g. musicnn's 50), stored as tags of kind 'model'."""
     for emb in embedder.embedders:
         probs = model_tags.get(emb.name)
-        if probs is None:
-            continue
-        names = [f"{emb.name}:{name}" for name in emb.tag_names]
-        con.execute(
-            """INSERT INTO tags (name, kind, source, method, threshold)
-               SELECT unnest(?::VARCHAR[]), 'model', ?, 'model', ? ON CONFLICT (name) DO NOTHING""",
-            [names, emb.name, MODEL_TAG_THRESHOLD],
-        )
-        con.execute(
-            """INSERT OR REPLACE INTO tag_scores
-               SELECT t.id, ?, p.score, p.score >= ? FROM tags t
-               JOIN (SELECT unnest(?::VARCHAR[]) AS name, unnest(?::REAL[]) AS score) p ON p.name = t.name""",
-            [track_id, MODEL_TAG_THRESHOLD, names, [float(x) for x in probs]],
-        )
+        if probs is not None:
+            names = [f"{emb.name}:{name}" for name in emb.tag_names]
+            tag_sql.store_model_scores(con, track_id, emb.name, names, probs, MODEL_TAG_THRESHOLD)
 
 
 def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> list[Track]:
-    """Remove tracks by id or stored path. Unknown refs raise before anything is removed."""
+    """Remove tracks by id or stored path. Unknown refs raise before anything is removed.
+
+    The caller holds the write lock (unless ``dry_run``).
+    """
     if not refs:
         raise InputError("no tracks given to remove; pass catalogue ids or stored paths")
-    with store.write_lock():
-        with cat.reading(store.path) as con:
-            tracks = list({t.id: t for t in (store.resolve(r, con) for r in refs)}.values())
-        if dry_run:
-            return tracks
-        ids = [t.id for t in tracks]
-        with cat.transaction(store.path) as con:
-            for table, col in (
-                ("tag_examples", "track_id"),
-                ("tag_scores", "track_id"),
-                ("tag_suggestions", "track_id"),
-                ("embeddings", "track_id"),
-                ("tracks", "id"),
-            ):
-                con.execute(f"DELETE FROM {table} WHERE {col} IN (SELECT unnest(?::BIGINT[]))", [ids])
-            cat.bump_generation(con)
-        from tagstore import vectors
-
-        vectors.sync(store)
+    with store.reader() as con:
+        tracks = list({t.id: t for t in (store.track(r, con) for r in refs)}.values())
+    if dry_run:
+        return tracks
+    with store.transaction() as con:
+        track_sql.delete_tracks(con, [t.id for t in tracks])
     return tracks
 
 
-def re_embed(store: Store, embedders: str | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def re_embed(store: Store, embedders: str | None = None, progress: Progress | None = None) -> TrackEmbedder:
     """Recompute every stored embedding (with the store's embedders, or switch to ``embedders``).
 
-    New vectors are staged in ``embeddings_staging`` in batches, so a killed run resumes; the store
-    switches to them in one transaction only when every track has one, then the index is rebuilt.
+    New vectors are staged in batches, so a killed run resumes; the store switches to them in one
+    transaction only when every track has one. Returns the embedder now in use (``store.layout`` follows).
+    The caller holds the write lock, and rebuilds the index and refits the tags afterwards.
     """
-    from tagstore import vectors
-    from tagstore.embedding import TrackEmbedder
-    from tagstore.errors import AudioError
+    embedder = TrackEmbedder.from_spec(embedders or store.layout.spec)
+    digest = embedder.layout.digest
+    with store.transaction() as con:
+        todo, total = track_sql.start_staging(con, digest)
+    failed: list[str] = []
+    pending: list[tuple[int, TrackVector]] = []
+    done = total - len(todo)
 
-    with store.write_lock():
-        embedder = TrackEmbedder.from_spec(embedders or store.layout.spec)
-        digest = embedder.layout.digest
-        with cat.transaction(store.path) as con:
-            con.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings_staging "
-                "(track_id BIGINT PRIMARY KEY, layout_digest VARCHAR NOT NULL, vector BLOB NOT NULL)"
-            )
-            con.execute("DELETE FROM embeddings_staging WHERE layout_digest <> ?", [digest])
-            todo = con.execute(
-                "SELECT id, path FROM tracks WHERE id NOT IN (SELECT track_id FROM embeddings_staging) ORDER BY id"
-            ).fetchall()
-            total = con.execute("SELECT count(*) FROM tracks").fetchone()[0]
-        failed: list[str] = []
-        pending: list[tuple[int, Any]] = []
-        done = total - len(todo)
+    def flush() -> None:
+        with store.transaction() as con:
+            for tid, vec in pending:
+                track_sql.stage_embedding(con, tid, digest, vec.vector)
+                store_model_tags(con, tid, vec.model_tags, embedder)
+        pending.clear()
 
-        def flush() -> None:
-            with cat.transaction(store.path) as con:
-                for tid, vec in pending:
-                    con.execute("INSERT INTO embeddings_staging VALUES (?, ?, ?)", [tid, digest, vec.vector.tobytes()])
-                    _store_model_tags(con, tid, vec.model_tags, embedder)
-            pending.clear()
-
-        for tid, path in todo:
-            if progress:
-                progress(done, total, path)
-            try:
-                pending.append((tid, embedder.embed_file(path)))
-            except (AudioError, OSError) as exc:
-                failed.append(f"{tid} ({exc})")
-            done += 1
-            if len(pending) >= BATCH_TRACKS:
-                flush()
-        flush()
-        if failed:
-            raise InputError(
-                f"{len(failed)} track(s) could not be re-embedded, e.g. {failed[0]}; remove them with "
-                "`tagstore remove ID` (or restore the files) and run `tagstore rebuild --re-embed` again — "
-                "the tracks already done are kept"
-            )
-        with cat.transaction(store.path) as con:
-            con.execute("DELETE FROM embeddings")
-            con.execute("INSERT INTO embeddings SELECT track_id, layout_digest, vector FROM embeddings_staging")
-            con.execute("DROP TABLE embeddings_staging")
-            cat.set_meta(con, "layout", embedder.layout.to_json())
-            cat.set_meta(con, "index_needs_rebuild", "1")
-            cat.bump_generation(con)
-        store.layout = embedder.layout
-        record = vectors.rebuild(store, progress, lock=False)
-        from tagstore.tagging import refit_all
-
-        refit_all(store)  # learned tags live in the embedding space that just changed
-        return record
+    for tid, path in todo:
+        if progress:
+            progress(done, total, path)
+        try:
+            pending.append((tid, embedder.embed_file(path)))
+        except (AudioError, OSError) as exc:
+            failed.append(f"{tid} ({exc})")
+        done += 1
+        if len(pending) >= BATCH_TRACKS:
+            flush()
+    flush()
+    if failed:
+        raise InputError(
+            f"{len(failed)} track(s) could not be re-embedded, e.g. {failed[0]}; remove them with "
+            "`tagstore remove ID` (or restore the files) and run `tagstore rebuild --re-embed` again — "
+            "the tracks already done are kept"
+        )
+    with store.transaction() as con:
+        track_sql.switch_to_staged(con, embedder.layout.to_json())
+    store.layout = embedder.layout
+    store.use_embedder(embedder)
+    return embedder

@@ -1,16 +1,22 @@
-"""Similarity search: nearest tracks to a stored track or to an audio file embedded on the fly."""
+"""Similarity search: nearest tracks to a stored track, an audio file embedded on the fly, or a tag's prototype."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tagstore.errors import InputError, TrackNotFoundError
-from tagstore.vectors import index_vectors, open_index
+from tagstore.catalogue import Connection
+from tagstore.catalogue import tags as tag_sql
+from tagstore.catalogue import tracks as track_sql
+from tagstore.catalogue.records import IndexRecord
+from tagstore.derived.index import index_vectors, open_index
+from tagstore.errors import InputError, TagError
+from tagstore.store import OutsideFile, Store
+from tagstore.tags.examples import check_tag_name, require_learned, require_tag
 
 
 @dataclass
@@ -32,34 +38,31 @@ class Hit:
 
 @dataclass
 class Query:
-    """What a search was asked for: a stored track (``track_id``) or an outside file (``path``)."""
+    """What a search was asked for: a stored track (``track_id``), an outside file (``path``) or a tag."""
 
     text: str
     track_id: int | None
     path: str | None
 
 
-def _resolve_query(store: Any, query: str | int | Path, con: Any) -> tuple[Query, np.ndarray | None]:
-    """The stored raw vector for a catalogue track, or None with the file path to embed."""
-    text = str(query)
-    try:
-        track = store.resolve(text, con)
-    except TrackNotFoundError:
-        path = Path(text).expanduser()
-        if path.is_file():
-            return Query(text, None, str(path.absolute())), None
-        if path.exists():
-            raise InputError(f"{text} is a folder; give a track id, a stored path or one audio file") from None
-        raise TrackNotFoundError(
-            f"no track {text!r} in the store and no such file; give a catalogue id, a stored path "
-            "or an audio file (see `tagstore tracks`)"
-        ) from None
-    return Query(text, track.id, track.path), store.embeddings([track.id], con)
+def tag_filter(
+    store: Store, with_tags: Sequence[str], without_tags: Sequence[str]
+) -> tuple[set[int] | None, set[int]]:
+    """The ids a search may return (None: any) and the ids it must not, from tag predictions."""
+    include: set[int] | None = None
+    excludes: set[int] = set()
+    with store.reader() as con:
+        for name in with_tags:
+            ids = set(tag_sql.predicted_ids(con, require_tag(con, name).id).tolist())
+            include = ids if include is None else include & ids
+        for name in without_tags:
+            excludes |= set(tag_sql.predicted_ids(con, require_tag(con, name).id).tolist())
+    return include, excludes
 
 
 def similar(
-    store: Any,
-    query: str | int | Path | None = None,
+    store: Store,
+    query: str | int | os.PathLike[str] | None = None,
     k: int = 10,
     include_ids: Sequence[int] | None = None,
     exclude_ids: Sequence[int] | None = None,
@@ -78,35 +81,31 @@ def similar(
         raise InputError(f"-k must be at least 1, got {k}")
     if (query is None) == (tag is None):
         raise InputError("give either a track to search from or --tag NAME, not both")
-    include = None if include_ids is None else set(int(i) for i in include_ids)
-    excludes = set(int(i) for i in exclude_ids or ())
+    include = None if include_ids is None else {int(i) for i in include_ids}
+    excludes = {int(i) for i in exclude_ids or ()}
     if with_tags or without_tags:
-        from tagstore import tagging
-
-        for name in with_tags:
-            ids = set(tagging.predicted_ids(store, name).tolist())
-            include = ids if include is None else include & ids
-        for name in without_tags:
-            excludes |= set(tagging.predicted_ids(store, name).tolist())
+        tagged, untagged = tag_filter(store, with_tags, without_tags)
+        include = tagged if include is None else (include if tagged is None else include & tagged)
+        excludes |= untagged
     with store.session():
         return _search(store, query, k, include, excludes, tag)
 
 
 def _search(
-    store: Any, query: Any, k: int, include: set[int] | None, excludes: set[int], tag: str | None
+    store: Store, query: Any, k: int, include: set[int] | None, excludes: set[int], tag: str | None
 ) -> tuple[Query, list[Hit]]:
     index, record = open_index(store)
     with store.reader() as con:
         if tag is not None:
-            from tagstore import tagging
-
-            q, vec = Query(f"tag:{tag}", None, None), tagging.prototype_query(store, tag, record)
+            q, vec = Query(f"tag:{tag}", None, None), prototype(store, con, tag, record)
         else:
-            q, raw = _resolve_query(store, query, con)
-            if raw is None:
-                from tagstore.embedding import TrackEmbedder
-
-                raw = TrackEmbedder.from_layout(store.layout).embed_file(q.path).vector[None, :]
+            ref = store.resolve(query, con)
+            if isinstance(ref, OutsideFile):
+                q = Query(str(query), None, ref.path)
+                raw = store.embedder().embed_file(ref.path).vector[None, :]
+            else:
+                q = Query(str(query), ref.id, ref.path)
+                raw = store.embeddings([ref.id], con)
             vec = index_vectors(store, raw, record)
         if q.track_id is not None:
             excludes.add(q.track_id)
@@ -123,17 +122,25 @@ def _search(
         return q, hits_for(con, scores[0], ids[0])
 
 
-def hits_for(con: Any, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+def prototype(store: Store, con: Connection, name: str, record: IndexRecord) -> np.ndarray:
+    """A learned tag's positive prototype in index space: the normalised mean of its positives' index vectors (1, dim)."""
+    tag_id = require_learned(con, check_tag_name(name))
+    pos = tag_sql.example_ids(con, tag_id, label=1)
+    raw = [store.embeddings(pos, con)] if pos else []
+    raw += [np.frombuffer(b, dtype=np.float32)[None, :] for b in tag_sql.external_positive_vectors(con, tag_id)]
+    if not raw:
+        raise TagError(f"tag {name!r} has no positive examples")
+    v = index_vectors(store, np.concatenate(raw), record).mean(axis=0, keepdims=True)
+    return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+
+
+def hits_for(con: Connection, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
     """Search results ``(k,)`` scores and ids (-1 = none) joined with their catalogue rows."""
     keep = ids >= 0
     scores, ids = scores[keep], ids[keep]
     if not len(ids):
         return []
-    rows = con.execute(
-        "SELECT id, path, title, artist, album, duration_s FROM tracks WHERE id IN (SELECT unnest(?::BIGINT[]))",
-        [ids.tolist()],
-    ).fetchall()
-    meta = {r[0]: r[1:] for r in rows}
+    meta = track_sql.summary_rows(con, ids.tolist())
     # A stale index (another process is writing) may still hold a removed track: leave it out.
     found = [(tid, score) for tid, score in zip(ids.tolist(), scores.tolist()) if tid in meta]
     return [

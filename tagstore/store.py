@@ -1,10 +1,13 @@
-"""The store: a folder holding the DuckDB catalogue and the derived FAISS index files.
+"""The store handle: a folder holding the DuckDB catalogue and the files derived from it.
 
-``Store`` is the library's front door; every CLI command is one call on it::
+``Store`` sits at the bottom of the house, just above the catalogue: its paths, its embedder layout,
+connections (one read-only connection kept for a session, the write lock), the track resolver, and two
+things it holds for the modules above it: a built embedder and the loaded index. It composes nothing;
+:mod:`tagstore.api` does::
 
     store = Store.init("~/music.tagstore", embedders="dsp")
-    report = store.add(["~/Music"])
-    hits = store.similar("42", k=10)
+    api.add(store, ["~/Music"])
+    api.similar(store, "42", k=10)
 """
 
 from __future__ import annotations
@@ -12,53 +15,34 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tagstore import catalogue as cat
-from tagstore.errors import StoreExistsError, StoreNotFoundError, TrackNotFoundError
+from tagstore.catalogue import tracks as track_sql
+from tagstore.catalogue.tracks import Track
+from tagstore.errors import InputError, StoreExistsError, StoreNotFoundError, TrackNotFoundError
 from tagstore.layout import Layout
+
+if TYPE_CHECKING:
+    from tagstore.embedders.host import TrackEmbedder
+
+__all__ = ["DEFAULT_FACTORY", "OutsideFile", "Progress", "Store", "Track"]
 
 Progress = Callable[[int, int, str], None]
 """Progress callback: ``(done, total, current item)``."""
 
 DEFAULT_FACTORY = "Flat"
 
-TRACK_COLUMNS = (
-    "id", "path", "content_hash", "size_bytes", "duration_s", "sample_rate", "channels",
-    "format", "title", "artist", "album", "genre", "added_at",
-)  # fmt: skip
 
+@dataclass(frozen=True)
+class OutsideFile:
+    """A reference that is not in the catalogue but names an audio file on disk (absolute ``path``)."""
 
-@dataclass
-class Track:
-    """One catalogue row (duration in seconds, sample rate in Hz, size in bytes)."""
-
-    id: int
     path: str
-    content_hash: str
-    size_bytes: int
-    duration_s: float
-    sample_rate: int
-    channels: int
-    format: str | None
-    title: str | None
-    artist: str | None
-    album: str | None
-    genre: str | None
-    added_at: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _track(row: Sequence[Any]) -> Track:
-    values = dict(zip(TRACK_COLUMNS, row))
-    values["added_at"] = str(values["added_at"])
-    return Track(**values)
 
 
 class Store:
@@ -71,7 +55,8 @@ class Store:
         self._con = con  # read-only connection kept for a session (see :meth:`session`)
         self._sessions = 0
         self._writing = False
-        self._loaded_index: tuple[int, Any, Any] | None = None  # (record version, file stat, index): see vectors
+        self._embedder: TrackEmbedder | None = None
+        self._held_index: tuple[Any, Any] | None = None  # (key, index): see hold_index
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -79,37 +64,23 @@ class Store:
     def init(cls, path: str | Path, embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY) -> Store:
         """Create a store folder with an empty catalogue for the given embedder spec(s)."""
         from tagstore import indexes
-        from tagstore.embedding import TrackEmbedder
+        from tagstore.embedders.host import TrackEmbedder
 
         path = Path(path).expanduser().absolute()
         if cat.catalogue_path(path).exists():
             raise StoreExistsError(f"a store already exists at {path}; use it, or choose another folder")
         if path.exists() and not path.is_dir():
             raise StoreExistsError(f"{path} is a file, not a folder; choose a folder for the store")
-        layout = TrackEmbedder.from_spec(embedders).layout
+        embedder = TrackEmbedder.from_spec(embedders)
+        layout = embedder.layout
         indexes.create(factory, layout.dim, device="cpu")  # refuses a factory FAISS cannot build
         path.mkdir(parents=True, exist_ok=True)
         (path / cat.INDEX_DIR).mkdir(exist_ok=True)
-        import duckdb
-
-        tmp = path / (cat.CATALOGUE_FILE + ".init")
-        tmp.unlink(missing_ok=True)
-        con = duckdb.connect(str(tmp))
-        try:
-            con.execute(cat.SCHEMA)
-            for key, value in {
-                "format_version": str(cat.FORMAT_VERSION),
-                "layout": layout.to_json(),
-                "index_factory": factory,
-                "generation": "0",
-                "created_by": "tagstore",
-            }.items():
-                cat.set_meta(con, key, value)
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        os.replace(tmp, cat.catalogue_path(path))  # a half-made store never looks like a store
-        return cls(path, layout, factory)
+        meta = {"layout": layout.to_json(), "index_factory": factory, "generation": "0", "created_by": "tagstore"}
+        cat.create(path, meta)
+        store = cls(path, layout, factory)
+        store._embedder = embedder
+        return store
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -136,7 +107,7 @@ class Store:
                 self.close()
 
     @contextlib.contextmanager
-    def reader(self) -> Iterator[Any]:
+    def reader(self) -> Iterator[cat.Connection]:
         """A read-only catalogue connection: the session's inside :meth:`session`, else a fresh one.
 
         DuckDB refuses a read-write connection in a process that holds a read-only one, so outside a
@@ -151,6 +122,13 @@ class Store:
         with cat.reading(self.path) as con:
             yield con
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[cat.Connection]:
+        """A read-write connection in one transaction (the caller holds :meth:`write_lock`)."""
+        self.close()
+        with cat.transaction(self.path) as con:
+            yield con
+
     def close(self) -> None:
         """Close the cached connection, if any."""
         if self._con is not None:
@@ -159,8 +137,8 @@ class Store:
 
     @contextlib.contextmanager
     def write_lock(self) -> Iterator[Store]:
-        """Hold the advisory writer lock; every writing operation runs inside it."""
-        if self._writing:  # re-entrant within one store
+        """Hold the advisory writer lock; every writing operation runs inside it (re-entrant)."""
+        if self._writing:
             yield self
             return
         self.close()
@@ -171,30 +149,85 @@ class Store:
             finally:
                 self._writing = False
 
+    @property
+    def writing(self) -> bool:
+        """Whether this handle holds the write lock."""
+        return self._writing
+
+    # --- what the store holds for the layers above ---------------------------------------------
+
+    def embedder(self) -> TrackEmbedder:
+        """The store's embedders, built once per handle and checked against the stored layout."""
+        from tagstore.embedders.host import TrackEmbedder
+
+        if self._embedder is None or self._embedder.layout.digest != self.layout.digest:
+            self._embedder = TrackEmbedder.from_layout(self.layout)
+        else:
+            self._embedder.check(self.layout)  # cheap: the backends describe themselves again
+        return self._embedder
+
+    def use_embedder(self, embedder: TrackEmbedder) -> None:
+        """Keep an embedder already built for :attr:`layout` (after a re-embed switched it)."""
+        self._embedder = embedder
+
+    def hold_index(self, key: Any, index: Any) -> None:
+        """Keep a loaded index under ``key`` (what identifies the file), so later queries reuse it."""
+        self._held_index = (key, index)
+
+    def held_index(self, key: Any) -> Any | None:
+        """The index kept under ``key``, or None."""
+        held = self._held_index
+        return held[1] if held is not None and held[0] == key else None
+
     # --- tracks ---------------------------------------------------------------------------------
 
-    def resolve(self, ref: str | int, con: Any | None = None) -> Track:
-        """A track by catalogue id (``42``) or by path in the store (as given or resolved)."""
+    def resolve(self, ref: str | int | os.PathLike[str], con: Any | None = None) -> Track | OutsideFile:
+        """The one resolver: a catalogue id (``42``), a stored path (as given or resolved), else an audio file.
+
+        Raises TrackNotFoundError when ``ref`` is none of these, InputError when it names a folder or
+        something that is not a regular file.
+        """
+        track = self.find(ref, con)
+        if track is not None:
+            return track
+        text = str(ref).strip()
+        path = Path(text).expanduser()
+        if text and path.is_file():
+            return OutsideFile(str(path.absolute()))
+        if text and path.is_dir():
+            raise InputError(f"{text} is a folder; give a track id, a stored path or one audio file")
+        raise TrackNotFoundError(
+            f"no track {text!r} in the store and no such file; give a catalogue id, a stored path "
+            "or an audio file (see `tagstore tracks`)"
+        )
+
+    def track(self, ref: str | int | os.PathLike[str], con: Any | None = None) -> Track:
+        """A stored track by catalogue id or stored path; TrackNotFoundError otherwise."""
+        track = self.find(ref, con)
+        if track is None:
+            raise TrackNotFoundError(
+                f"no track {str(ref).strip()!r} in the store; give a catalogue id or a stored path (see `tagstore tracks`)"
+            )
+        return track
+
+    def find(self, ref: str | int | os.PathLike[str], con: Any | None = None) -> Track | None:
+        """A stored track by catalogue id or stored path, or None."""
         if con is None:
             with self.reader() as c:
-                return self.resolve(ref, c)
-        cols = ", ".join(TRACK_COLUMNS)
+                return self.find(ref, c)
         text = str(ref).strip()
-        row = None
-        if text.isdigit():
-            row = con.execute(f"SELECT {cols} FROM tracks WHERE id = ?", [int(text)]).fetchone()
-        if row is None:
-            candidates = [text, str(Path(text).expanduser().absolute())]
-            with_real = candidates + [os.path.realpath(os.path.expanduser(text))]
-            for cand in dict.fromkeys(with_real):
-                row = con.execute(f"SELECT {cols} FROM tracks WHERE path = ?", [cand]).fetchone()
-                if row:
-                    break
-        if row is None:
-            raise TrackNotFoundError(
-                f"no track {text!r} in the store; give a catalogue id or a stored path (see `tagstore tracks`)"
-            )
-        return _track(row)
+        if text.isascii() and text.isdigit():
+            found = track_sql.by_id(con, int(text))
+            if found is not None:
+                return found
+        if not text:
+            return None
+        candidates = [text, str(Path(text).expanduser().absolute()), os.path.realpath(os.path.expanduser(text))]
+        for cand in dict.fromkeys(candidates):
+            found = track_sql.by_path(con, cand)
+            if found is not None:
+                return found
+        return None
 
     def tracks(
         self,
@@ -207,113 +240,26 @@ class Store:
         offset: int = 0,
     ) -> list[Track]:
         """List tracks, ordered by id. ``match`` is a case-insensitive substring of path, title or artist."""
-        where, params = [], []
-        if match:
-            where.append("(path ILIKE ? OR title ILIKE ? OR artist ILIKE ?)")
-            params += [f"%{match}%"] * 3
-        for col, value in (("artist", artist), ("album", album), ("genre", genre)):
-            if value:
-                where.append(f"{col} ILIKE ?")
-                params.append(f"%{value}%")
-        if ids is not None:
-            where.append("id IN (SELECT unnest(?::BIGINT[]))")
-            params.append([int(i) for i in ids])
-        sql = f"SELECT {', '.join(TRACK_COLUMNS)} FROM tracks"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
         with self.reader() as con:
-            return [_track(r) for r in con.execute(sql, params).fetchall()]
+            return track_sql.list_tracks(con, match, artist, album, genre, ids, limit, offset)
 
     def failures(self) -> list[dict[str, str]]:
         """Files that failed to ingest, with their error class and reason."""
         with self.reader() as con:
-            rows = con.execute("SELECT path, error, reason, failed_at FROM ingest_failures ORDER BY path").fetchall()
-        return [{"path": p, "error": e, "reason": r, "failed_at": str(t)} for p, e, r, t in rows]
+            return track_sql.failures(con)
 
     def embeddings(self, ids: Sequence[int], con: Any | None = None) -> np.ndarray:
         """Raw stored vectors ``(len(ids), layout.dim)`` float32, in the order of ``ids``."""
         if con is None:
             with self.reader() as c:
-                return self.embeddings(ids, c)
-        ids = [int(i) for i in ids]
-        rows = con.execute(
-            "SELECT track_id, vector FROM embeddings WHERE track_id IN (SELECT unnest(?::BIGINT[]))", [ids]
-        ).fetchall()
-        found = {tid: blob for tid, blob in rows}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise TrackNotFoundError(f"no embedding for track id(s) {missing[:5]}; run `tagstore rebuild --re-embed`")
-        out = np.frombuffer(b"".join(found[i] for i in ids), dtype=np.float32)
-        return out.reshape(len(ids), self.layout.dim).copy()
+                return track_sql.embeddings(c, ids, self.layout.dim)
+        return track_sql.embeddings(con, ids, self.layout.dim)
 
-    # --- operations (implemented in their own modules) ------------------------------------------
+    def index_file(self, name: str) -> Path:
+        """Where the index file ``name`` lives."""
+        return self.path / cat.INDEX_DIR / name
 
-    def add(self, paths: Sequence[str | Path], **kwargs: Any) -> Any:
-        """Ingest files and folders; see :func:`tagstore.ingest.add`."""
-        from tagstore.ingest import add
-
-        return add(self, paths, **kwargs)
-
-    def remove(self, refs: Sequence[str | int], dry_run: bool = False) -> list[Track]:
-        """Remove tracks (by id or stored path) with their embeddings, examples and scores."""
-        from tagstore.ingest import remove
-
-        return remove(self, refs, dry_run=dry_run)
-
-    def similar(self, query: str | int | Path | None = None, k: int = 10, **kwargs: Any) -> Any:
-        """Nearest tracks to a catalogue id, a stored path or an audio file; see :func:`tagstore.search.similar`."""
-        from tagstore.search import similar
-
-        return similar(self, query, k=k, **kwargs)
-
-    def rebuild(self, re_embed: bool = False, **kwargs: Any) -> Any:
-        """Rebuild the index from stored embeddings (or re-embed first); see :mod:`tagstore.vectors`."""
-        from tagstore import vectors
-
-        if re_embed:
-            from tagstore.ingest import re_embed as do_re_embed
-
-            return do_re_embed(self, **kwargs)
-        return vectors.rebuild(self, **kwargs)
-
-    def info(self) -> dict[str, Any]:
-        """Store path, embedder layout, counts, and the active index record."""
-        from tagstore import vectors
-
-        with self.reader() as con:
-            counts = {
-                name: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                for name, table in (
-                    ("tracks", "tracks"),
-                    ("embeddings", "embeddings"),
-                    ("tags", "tags"),
-                    ("failures", "ingest_failures"),
-                )
-            }
-            duration = con.execute("SELECT coalesce(sum(duration_s), 0) FROM tracks").fetchone()[0]
-            record = vectors.active_record(con)
-            generation = int(cat.get_meta(con, "generation", "0") or 0)
-        index: dict[str, Any] | None = None
-        if record is not None:
-            index = {
-                k: record[k]
-                for k in ("version", "file", "factory", "metric", "dim", "count", "checksum", "size_bytes", "built_at")
-            }
-            index["built_at"] = str(index["built_at"])
-            index["current"] = record["generation"] == generation
-        return {
-            "store": str(self.path),
-            "format_version": cat.FORMAT_VERSION,
-            "embedders": self.layout.spec,
-            "layout": self.layout.to_records(),
-            "dim": self.layout.dim,
-            "counts": counts,
-            "total_duration_s": float(duration),
-            "catalogue_bytes": cat.catalogue_path(self.path).stat().st_size,
-            "index_factory": self.factory,
-            "index": index,
-        }
-
+    @property
+    def cache_dir(self) -> Path:
+        """The folder of the derived vector matrix."""
+        return self.path / cat.CACHE_DIR

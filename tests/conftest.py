@@ -109,9 +109,9 @@ def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["TAGSTORE_WEIGHTS_DIR"] = str(root)
     wheel = Path(os.environ.get("TAGSTORE_MUSICNN_WHEEL") or Path(__file__).parents[1] / ".cache" / "musicnn-0.1.0-py3-none-any.whl")
     if wheel.is_file():
-        from tagstore import models
+        from tagstore.embedders import pretrained
 
-        models.import_file("musicnn", wheel, weights_dir=root)
+        pretrained.import_file("musicnn", wheel, weights_dir=root)
     return root
 
 

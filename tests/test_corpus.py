@@ -11,8 +11,9 @@ import pytest
 pretty_midi = pytest.importorskip("pretty_midi", reason="the demo corpus needs the 'corpus' extra")
 pytest.importorskip("midirenderer", reason="the demo corpus needs the 'corpus' extra")
 
+from tagstore.evaluation.labels import LabelRow, read_labels  # noqa: E402
 from tagstore.corpus import (  # noqa: E402
-    LabelRow, all_tags, labels_csv_text, make_corpus, plan_corpus, read_labels,
+    all_tags, labels_csv_text, make_corpus, plan_corpus,
 )
 from tagstore.corpus import gm  # noqa: E402
 from tagstore.corpus.compose import midi_bytes  # noqa: E402

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import synth, write_clip
 
+from tagstore import api
 from tagstore import embedders
 from tagstore.embedders.base import Embedder
-from tagstore.embedding import TrackEmbedder, _Windower
+from tagstore.embedders.host import TrackEmbedder, _Windower
 from tagstore.errors import EmptyAudioError, LayoutMismatchError, SilentAudioError, TooShortAudioError, UnknownEmbedderError
 from tagstore.layout import Layout, normalise_blocks
 
@@ -120,25 +121,25 @@ def test_layout_change_needs_re_embed(tmp_path: Path, library: Path) -> None:
     from tagstore.store import Store
 
     store = Store.init(tmp_path / "s", embedders="toy")
-    store.add([library / "a"])
+    api.add(store, [library / "a"])
     before = store.embeddings([1])
     # The toy backend changes its computation: the stored layout no longer matches.
     ToyEmbedder_version = ToyEmbedder.version
     try:
         ToyEmbedder.version = property(lambda self: "2")  # type: ignore[assignment]
         with pytest.raises(LayoutMismatchError, match="rebuild --re-embed"):
-            store.add([library / "b"])
-        record = store.rebuild(re_embed=True)
-        assert store.layout.blocks[0].version == "2" and record["count"] == 6
+            api.add(store, [library / "b"])
+        record = api.rebuild(store, re_embed=True)
+        assert store.layout.blocks[0].version == "2" and record.count == 6
         np.testing.assert_allclose(store.embeddings([1]), before, rtol=1e-6)
-        assert len(store.add([library / "b"]).added) == 6
+        assert len(api.add(store, [library / "b"]).added) == 6
     finally:
         ToyEmbedder.version = ToyEmbedder_version  # type: ignore[method-assign]
     # Switching embedders re-embeds every track into the new layout.
-    store.rebuild(re_embed=True, embedders="toy,dsp")
+    api.rebuild(store, re_embed=True, embedders="toy,dsp")
     reopened = Store.open(store.path)
     assert reopened.layout.spec == "toy,dsp" and reopened.embeddings([1, 2]).shape == (2, reopened.layout.dim)
-    assert reopened.info()["index"]["dim"] == reopened.layout.dim
+    assert api.info(reopened)["index"]["dim"] == reopened.layout.dim
     reopened.close()
 
 

@@ -15,9 +15,10 @@ from conftest import cli
 pytest.importorskip("pretty_midi", reason="the demo corpus needs the 'corpus' extra")
 pytest.importorskip("midirenderer", reason="the demo corpus needs the 'corpus' extra")
 
-from tagstore.corpus import make_corpus, read_labels  # noqa: E402
+from tagstore.corpus import make_corpus  # noqa: E402
+from tagstore.evaluation.labels import read_labels  # noqa: E402
 from tagstore.errors import InputError, UnknownEmbedderError  # noqa: E402
-from tagstore.evaluate import evaluate  # noqa: E402
+from tagstore.evaluation import evaluate  # noqa: E402
 
 SHOTS = (1, 2, 5)
 

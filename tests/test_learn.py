@@ -1,4 +1,4 @@
-"""Tests of tagstore.learn: the exact probe (against scikit-learn), prototypes, thresholds, the ensemble's
+"""Tests of tagstore.learning: the exact probe (against scikit-learn), prototypes, thresholds, the ensemble's
 incremental scoring, serialisation, propagation, suggestions, explanations and errors."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tagstore.errors import StoreFormatError, TagError
-from tagstore.learn import (
+from tagstore.learning import (
     C_DEFAULT,
     C_GRID,
     FALLBACK_Z,

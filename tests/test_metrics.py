@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagstore.metrics import average_precision, evaluable, macro, per_tag, roc_auc
+from tagstore.learning.metrics import average_precision, evaluable, macro, per_tag, roc_auc
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="comparison needs scikit-learn")
 

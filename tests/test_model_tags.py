@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tagstore import catalogue as cat
-from tagstore import tagging
+from tagstore import api
 from tagstore.store import Store
 
 pytest.importorskip("torch", reason="the musicnn backend needs torch (pip install 'tagstore[torch]')")
@@ -17,18 +17,18 @@ pytest.importorskip("torch", reason="the musicnn backend needs torch (pip instal
 def musicnn_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from test_musicnn import fake_wheel
 
-    from tagstore import models
+    from tagstore.embedders import pretrained
 
     weights = tmp_path / "weights"
-    models.import_file("musicnn", fake_wheel(tmp_path / "fake.whl"), unverified=True, weights_dir=weights)
+    pretrained.import_file("musicnn", fake_wheel(tmp_path / "fake.whl"), unverified=True, weights_dir=weights)
     monkeypatch.setenv("TAGSTORE_WEIGHTS_DIR", str(weights))
     return weights
 
 
 def test_ingest_scores_model_tags_beside_learned_ones(musicnn_weights: Path, tmp_path: Path, library: Path) -> None:
     store = Store.init(tmp_path / "s", embedders="musicnn")
-    assert len(store.add([library / "a"]).added) == 6
-    model_tags = tagging.list_tags(store, kind="model")
+    assert len(api.add(store, [library / "a"]).added) == 6
+    model_tags = api.tags(store, kind="model")
     assert len(model_tags) == 50 and all(t.name.startswith("musicnn:") for t in model_tags)
     assert all(t.scored == 6 and t.method == "model" for t in model_tags)
     with cat.reading(store.path) as con:
@@ -37,10 +37,10 @@ def test_ingest_scores_model_tags_beside_learned_ones(musicnn_weights: Path, tmp
         ).fetchone()[0]
     assert bad == 0
     # A learned tag lives beside them; re-adding does not duplicate model-tag rows.
-    tagging.add_tag(store, "mine", ["1"])
-    store.add([library])
-    kinds = {t.kind for t in tagging.list_tags(store)}
-    assert kinds == {"model", "learned"} and len(tagging.list_tags(store, kind="model")) == 50
-    assert all(t.scored == 12 for t in tagging.list_tags(store))
-    top = tagging.scores(store, "musicnn:rock", top=3)
+    api.add_tag(store, "mine", ["1"])
+    api.add(store, [library])
+    kinds = {t.kind for t in api.tags(store)}
+    assert kinds == {"model", "learned"} and len(api.tags(store, kind="model")) == 50
+    assert all(t.scored == 12 for t in api.tags(store))
+    top = api.scores(store, "musicnn:rock", top=3)
     assert len(top) == 3 and top[0].score >= top[-1].score

@@ -59,10 +59,10 @@ def fake_wheel(path: Path, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tagstore import models
+    from tagstore.embedders import pretrained
 
     root = tmp_path_factory.mktemp("musicnn")
-    models.import_file("musicnn", fake_wheel(root / "fake.whl"), unverified=True, weights_dir=root / "weights")
+    pretrained.import_file("musicnn", fake_wheel(root / "fake.whl"), unverified=True, weights_dir=root / "weights")
     return root / "weights"
 
 
@@ -141,7 +141,7 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_import_does_not_load_torch() -> None:
-    code = "import sys, tagstore.embedders, tagstore.embedders.musicnn, tagstore.models; print('torch' in sys.modules)"
+    code = "import sys, tagstore.embedders, tagstore.embedders.musicnn, tagstore.embedders.pretrained; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -255,7 +255,7 @@ def test_logmel_rounds_like_the_original_without_overflow(emb, torch) -> None:  
 
 
 def test_real_weights_when_cached(torch) -> None:  # type: ignore[no-untyped-def]
-    from tagstore import weights
+    from tagstore.embedders import weights
     from tagstore.errors import MissingWeightsError
 
     try:

@@ -58,14 +58,14 @@ def openl3_weights(root: Path) -> Path:
     """A weights cache under ``root`` with the seeded weights installed as both bundles (once per run)."""
     import torch
 
-    from tagstore import models
+    from tagstore.embedders import pretrained
 
     root.mkdir(parents=True, exist_ok=True)
     state = reference_model().state_dict()
     for name, size in (("openl3", 512), ("openl3-6144", 6144)):
         path = root / f"torchopenl3_mel256_music_{size}.pth.tar"
         torch.save(state, path)  # the two published files differ only in name; so do these
-        models.import_file(name, path, unverified=True, weights_dir=root / "weights")
+        pretrained.import_file(name, path, unverified=True, weights_dir=root / "weights")
     return root / "weights"
 
 
@@ -112,7 +112,7 @@ def test_equals_torchopenl3(emb, two_windows) -> None:  # type: ignore[no-untype
     audio, _, ours, ref = two_windows
     assert ref.shape == (2, 512) and ours.shape == (2, 512) and ours.dtype == np.float32 and ref.std() > 0.01
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
-    from tagstore.embedding import TrackEmbedder
+    from tagstore.embedders.host import TrackEmbedder
 
     track = TrackEmbedder([emb]).embed_audio(audio, SR)  # 1-s windows every 1 s: the same two windows
     np.testing.assert_allclose(track.vector, ref.mean(0), rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -70,12 +70,12 @@ def passt_weights(root: Path) -> Path:
     """A weights cache under ``root`` with the seeded PaSST installed (once per run)."""
     import torch
 
-    from tagstore import models
+    from tagstore.embedders import pretrained
 
     root.mkdir(parents=True, exist_ok=True)
     path = root / "passt-s-f128-p16-s10-ap.476-swa.pt"
     torch.save(reference_net().state_dict(), path)
-    models.import_file("passt", path, unverified=True, weights_dir=root / "weights")
+    pretrained.import_file("passt", path, unverified=True, weights_dir=root / "weights")
     return root / "weights"
 
 
@@ -121,7 +121,7 @@ def test_equals_hear21passt_scene_embeddings(emb, fifteen_seconds) -> None:  # t
     audio, _, ours, ref = fifteen_seconds
     assert ref.shape == ours.shape == (2, 527 + 768) and ours.dtype == np.float32 and emb.depth == DEPTH
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
-    from tagstore.embedding import TrackEmbedder
+    from tagstore.embedders.host import TrackEmbedder
 
     # The host cuts the same two windows (10 s every 5 s) and pools them by their mean.
     track = TrackEmbedder([emb]).embed_audio(audio, SR)

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from tagstore.protocol import (
+from tagstore.evaluation.protocol import (
     CurvePoint, LabelledClip, Result, aggregate, few_shot_plan, per_tag_ap, score_draw,
 )
 

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from tagstore.protocol import Result
+from tagstore.evaluation.protocol import Result
 
 pytest.importorskip("matplotlib", reason="the report needs matplotlib (the 'corpus' extra)")
 
-from tagstore.report import fmt, write_report  # noqa: E402
+from tagstore.evaluation.report import fmt, write_report  # noqa: E402
 
 
 def _results() -> list[Result]:

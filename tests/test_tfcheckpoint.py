@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tagstore.tfcheckpoint import (
+from tagstore.embedders._tfcheckpoint import (
     CheckpointError,
     crc32c,
     load_checkpoint,

@@ -7,32 +7,34 @@ from pathlib import Path
 import numpy as np
 from conftest import write_clip
 
-from tagstore import vcache
+from tagstore import api
+from tagstore.derived.matrix import matrix
 from tagstore.store import Store
 
 
 def _matrix(store: Store) -> tuple[np.ndarray, np.ndarray]:
     with store.write_lock():
-        ids, vecs = vcache.matrix(store)
+        m = matrix(store)
+        ids, vecs = m.ids, m.vectors
         return ids.copy(), np.array(vecs)
 
 
 def test_matrix_equals_catalogue_and_follows_changes(store: Store, library: Path, tmp_path: Path) -> None:
-    store.add([library / "a"])
+    api.add(store, [library / "a"])
     ids, vecs = _matrix(store)
     assert sorted(ids.tolist()) == [t.id for t in store.tracks()]
     np.testing.assert_array_equal(vecs, store.embeddings(ids.tolist()))
     files = sorted(p.name for p in (store.path / "cache").iterdir())
     assert _matrix(store)[0].tolist() == ids.tolist()
     assert sorted(p.name for p in (store.path / "cache").iterdir()) == files  # reused, not rewritten
-    store.add([write_clip(tmp_path / "x" / "new.wav", "noise", 2.0, seed=5)])  # generation moves on
+    api.add(store, [write_clip(tmp_path / "x" / "new.wav", "noise", 2.0, seed=5)])  # generation moves on
     ids2, _ = _matrix(store)
     assert len(ids2) == len(ids) + 1
     assert len(list((store.path / "cache").glob("*.npy"))) == 2  # old copy removed
 
 
 def test_altered_or_missing_files_are_rebuilt(store: Store, library: Path) -> None:
-    store.add([library / "a"])
+    api.add(store, [library / "a"])
     ids, vecs = _matrix(store)
     (vec_file,) = (store.path / "cache").glob("vectors-*.npy")
     data = bytearray(vec_file.read_bytes())

@@ -1,7 +1,7 @@
 """VGGish backend: equals torchvggish's forward (and its PCA postprocessing) on the same weights file.
 
 The weights are seeded random tensors in torchvggish's own architecture (``torchvggish.torchvggish._vgg``),
-saved as a .pth like the published ``vggish-10086976.pth`` and installed with ``tagstore.models.import_file``
+saved as a .pth like the published ``vggish-10086976.pth`` and installed with ``tagstore.pretrained.import_file``
 (unverified: the digest is not the published one). The reference is torchvggish 0.2 (a test-only
 dependency): its ``waveform_to_examples`` + ``VGG.forward`` and ``Postprocessor.postprocess``.
 """
@@ -51,7 +51,7 @@ def vggish_weights(root: Path) -> Path:
     import torch
     from torchvggish.torchvggish import _vgg
 
-    from tagstore import models
+    from tagstore.embedders import pretrained
 
     root.mkdir(parents=True, exist_ok=True)
     model = _vgg()
@@ -62,7 +62,7 @@ def vggish_weights(root: Path) -> Path:
     pca = {"pca_eigen_vectors": q / 2.0, "pca_means": 0.2 * rng.standard_normal(128)}  # numpy, like the original
     torch.save(pca, root / "vggish_pca_params-970ea276.pth")
     for name, file in (("vggish", "vggish-10086976.pth"), ("vggish-pca", "vggish_pca_params-970ea276.pth")):
-        models.import_file(name, root / file, unverified=True, weights_dir=root / "weights")
+        pretrained.import_file(name, root / file, unverified=True, weights_dir=root / "weights")
     return root / "weights"
 
 
@@ -124,7 +124,7 @@ def test_equals_torchvggish(emb, reference) -> None:  # type: ignore[no-untyped-
     ours = emb.embed(windows)
     assert ours.dtype == np.float32 and ours.shape == (3, 128)
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
-    from tagstore.embedding import TrackEmbedder
+    from tagstore.embedders.host import TrackEmbedder
 
     track = TrackEmbedder([emb]).embed_audio(audio, SR)  # the host cuts exactly torchvggish's patches
     np.testing.assert_allclose(track.vector, ref.mean(0), rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -1,4 +1,4 @@
-"""Weights bundles, the cache, `tagstore.models` and `tagstore models ...`, all without the network."""
+"""Weights bundles, the cache, `tagstore.embedders.pretrained` and `tagstore models ...`, all without the network."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tagstore import models, weights
+from tagstore.embedders import pretrained, weights
 from tagstore.errors import EmbedderError, MissingWeightsError, UnknownEmbedderError, WeightsDigestError
-from tagstore.weights import WeightsBundle
+from tagstore.embedders.weights import WeightsBundle
 
 from conftest import cli
 from test_musicnn import fake_wheel
@@ -79,7 +79,7 @@ def test_pypi_source_runs_pip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
     monkeypatch.setattr(weights.subprocess, "run", fake_pip)
     with pytest.raises(WeightsDigestError, match=MUSICNN_DIGEST):
-        models.fetch("musicnn", weights_dir=tmp_path)
+        pretrained.fetch("musicnn", weights_dir=tmp_path)
     cmd = calls[0]
     assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd and "musicnn==0.1.0" in cmd
 
@@ -88,13 +88,13 @@ def test_pypi_source_runs_pip(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
     monkeypatch.setattr(weights.subprocess, "run", failing_pip)
     with pytest.raises(EmbedderError, match="tagstore models import musicnn"):
-        models.fetch("musicnn", weights_dir=tmp_path)
+        pretrained.fetch("musicnn", weights_dir=tmp_path)
 
 
 def test_import_verifies_the_wheel_digest(tmp_path: Path) -> None:
     wrong = fake_wheel(tmp_path / "musicnn-0.1.0-py3-none-any.whl")
     with pytest.raises(WeightsDigestError) as err:
-        models.import_file("musicnn", wrong, weights_dir=tmp_path / "cache")
+        pretrained.import_file("musicnn", wrong, weights_dir=tmp_path / "cache")
     message = str(err.value)
     assert MUSICNN_DIGEST in message and weights.file_digest(wrong) in message and "--unverified" in message
     assert not (tmp_path / "cache" / "musicnn").exists()
@@ -102,19 +102,19 @@ def test_import_verifies_the_wheel_digest(tmp_path: Path) -> None:
 
 def test_import_unverified_converts_and_lists(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    assert {m.name: m.present for m in models.list_models(cache)}["musicnn"] is False
-    folder = models.import_file("musicnn", fake_wheel(tmp_path / "w.whl"), unverified=True, weights_dir=cache)
+    assert {m.name: m.present for m in pretrained.list_models(cache)}["musicnn"] is False
+    folder = pretrained.import_file("musicnn", fake_wheel(tmp_path / "w.whl"), unverified=True, weights_dir=cache)
     assert sorted(p.name for p in folder.iterdir()) == ["MSD_musicnn.safetensors", "MTT_musicnn.safetensors", "manifest.json"]
-    info = {m.name: m for m in models.list_models(cache)}
+    info = {m.name: m for m in pretrained.list_models(cache)}
     assert info["musicnn"].present and info["musicnn"].verified is False
     assert (info["musicnn"].dim, info["musicnn"].sample_rate, info["musicnn"].licence) == (753, 16000, "ISC")
     assert set(info) >= {"dsp", "musicnn", "vggish"} and info["vggish"].present is False
     not_a_wheel = tmp_path / "notes.txt"
     not_a_wheel.write_text("hello")
     with pytest.raises(EmbedderError, match="not a usable musicnn 0.1.0 wheel"):
-        models.import_file("musicnn", not_a_wheel, unverified=True, weights_dir=cache)
+        pretrained.import_file("musicnn", not_a_wheel, unverified=True, weights_dir=cache)
     assert info["musicnn"].present  # the failed import left the installed weights alone
-    assert {m.name: m.present for m in models.list_models(cache)}["musicnn"]
+    assert {m.name: m.present for m in pretrained.list_models(cache)}["musicnn"]
 
 
 def test_missing_weights_names_the_commands(tmp_path: Path) -> None:
@@ -127,9 +127,9 @@ def test_missing_weights_names_the_commands(tmp_path: Path) -> None:
 
 def test_unknown_models(tmp_path: Path) -> None:
     with pytest.raises(UnknownEmbedderError, match="no downloadable weights"):
-        models.fetch("dsp", weights_dir=tmp_path)
+        pretrained.fetch("dsp", weights_dir=tmp_path)
     with pytest.raises(UnknownEmbedderError, match="unknown model"):
-        models.import_file("nope", tmp_path / "x", weights_dir=tmp_path)
+        pretrained.import_file("nope", tmp_path / "x", weights_dir=tmp_path)
 
 
 # --- the CLI ---------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tagstore import models, weights
+from tagstore.embedders import pretrained, weights
 from tagstore.errors import EmbedderError, MissingWeightsError, WeightsDigestError
-from tagstore.weights import WeightsBundle
+from tagstore.embedders.weights import WeightsBundle
 
 from conftest import cli
 
@@ -111,7 +111,7 @@ def test_converters_refuse_other_files(tmp_path: Path) -> None:
     junk = tmp_path / "passt-s-f128-p16-s10-ap.476-swa.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(EmbedderError, match="not a readable PyTorch checkpoint"):
-        models.import_file("passt", junk, unverified=True, weights_dir=tmp_path / "cache")
+        pretrained.import_file("passt", junk, unverified=True, weights_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / "passt").exists()
 
 
@@ -184,7 +184,7 @@ SPEC = "vggish:threads=1:device=cpu,openl3:threads=1:device=cpu,passt:threads=1:
 
 @pytest.fixture(scope="module")
 def combined(combined_dir: Path):  # type: ignore[no-untyped-def]
-    from tagstore.embedding import TrackEmbedder
+    from tagstore.embedders.host import TrackEmbedder
 
     return TrackEmbedder.from_spec(SPEC)
 
@@ -216,7 +216,7 @@ def test_ten_minutes_stream_in_bounded_memory(combined_dir: Path, tmp_path: Path
     resampling to 16, 48 and 32 kHz, windowing and batching, the backends' input checks and pooling run.
     Peak traced memory on 10 minutes is that of 2 minutes: it does not grow with the file.
     """
-    from tagstore.embedding import TrackEmbedder
+    from tagstore.embedders.host import TrackEmbedder
 
     rate = 8000
     te = TrackEmbedder.from_spec(SPEC)

@@ -27,15 +27,16 @@ from pathlib import Path
 
 from tagstore.corpus.plan import ClipPlan, CorpusPlan, Part, all_tags, plan_corpus, split_by_track
 from tagstore.errors import InputError
+from tagstore.evaluation.labels import LABEL_COLUMNS
+from tagstore.fileio import atomic_write
 
 __all__ = [
-    "ClipPlan", "CorpusPlan", "CorpusSummary", "LabelRow", "Part", "all_tags", "labels_csv_text",
-    "make_corpus", "plan_corpus", "read_labels", "split_by_track",
+    "ClipPlan", "CorpusPlan", "CorpusSummary", "Part", "all_tags", "labels_csv_text",
+    "make_corpus", "plan_corpus", "split_by_track",
 ]
 
 AUDIO_FORMATS = ("wav", "flac")
 MIN_CLIP_S = 3.0  # every part plays within its first 2 quarters, 2.1 s at the slowest tempo
-LABEL_COLUMNS = ("path", "track", "tags", "split")
 
 
 @dataclass(frozen=True)
@@ -59,16 +60,6 @@ class CorpusSummary:
         return self.n_clips / self.seconds if self.seconds > 0 else float("inf")
 
 
-@dataclass(frozen=True)
-class LabelRow:
-    """One row of labels.csv; ``path`` is relative to the CSV's folder."""
-
-    path: str
-    track: str
-    tags: tuple[str, ...]
-    split: str
-
-
 def labels_csv_text(plan: CorpusPlan, audio_format: str = "wav") -> str:
     """labels.csv for ``plan`` as text: a header, then one row per clip in path order, '\\n' endings."""
     buf = io.StringIO()
@@ -77,21 +68,6 @@ def labels_csv_text(plan: CorpusPlan, audio_format: str = "wav") -> str:
     for clip in sorted(plan.clips, key=lambda c: c.audio_name(audio_format)):
         writer.writerow((clip.audio_name(audio_format), clip.track, ";".join(clip.tags), clip.split))
     return buf.getvalue()
-
-
-def read_labels(csv_path: str | os.PathLike) -> list[LabelRow]:
-    """Read a labels.csv (columns path, track, tags, split); raises InputError if it is not one."""
-    path = Path(csv_path)
-    if not path.is_file():
-        raise InputError(f"no labels file at {path}: make one with `tagstore demo-corpus`")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = set(LABEL_COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise InputError(f"{path} lacks column(s) {', '.join(sorted(missing))}: "
-                             f"expected {','.join(LABEL_COLUMNS)}")
-        return [LabelRow(r["path"], r["track"], tuple(t for t in r["tags"].split(";") if t),
-                         r["split"]) for r in reader]
 
 
 def _check_args(n_clips: int, clip_s: float, sample_rate: int, audio_format: str) -> None:
@@ -147,9 +123,7 @@ def make_corpus(out_dir: str | os.PathLike, n_clips: int = 400, seed: int = 0, c
                 if progress:
                     progress(done, total)
     labels = out / "labels.csv"
-    tmp = labels.with_name("labels.csv.tmp")
-    tmp.write_bytes(labels_csv_text(plan, audio_format).encode("utf-8"))
-    os.replace(tmp, labels)
+    atomic_write(labels, labels_csv_text(plan, audio_format))
     splits = Counter(c.split for c in plan.clips)
     return CorpusSummary(out, labels, total, len(plan.tracks), splits["train"], splits["test"],
                          plan.tag_counts(), sample_rate, clip_s, workers, time.perf_counter() - start)

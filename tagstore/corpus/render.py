@@ -12,6 +12,7 @@ import numpy as np
 
 from tagstore.corpus.compose import midi_bytes
 from tagstore.corpus.plan import ClipPlan
+from tagstore.fileio import atomic_write
 
 FADE_S = 0.02  # fade-out at the cut, seconds
 PEAK = 0.98  # sample peak ceiling after loudness normalisation (full scale = 1)
@@ -69,15 +70,6 @@ def render_audio(midi: bytes, clip_s: float, sample_rate: int, loudness_db: floa
     return x.astype(np.float32)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def render_clip(clip: ClipPlan, out_dir: str | os.PathLike, sample_rate: int,
                 audio_format: str = "wav") -> str:
     """Compose, render and write one clip (MIDI beside audio) under ``out_dir``; returns its id."""
@@ -85,9 +77,9 @@ def render_clip(clip: ClipPlan, out_dir: str | os.PathLike, sample_rate: int,
 
     out = Path(out_dir)
     midi = midi_bytes(clip)
-    _write_atomic(out / clip.midi_name, midi)
+    atomic_write(out / clip.midi_name, midi)
     audio = render_audio(midi, clip.clip_s, sample_rate, clip.loudness_db)
     buf = io.BytesIO()
     sf.write(buf, audio, sample_rate, subtype=_SUBTYPE[audio_format], format=audio_format.upper())
-    _write_atomic(out / clip.audio_name(audio_format), buf.getvalue())
+    atomic_write(out / clip.audio_name(audio_format), buf.getvalue())
     return clip.clip_id

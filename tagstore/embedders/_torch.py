@@ -102,7 +102,7 @@ def load_tensors(
     """
     from safetensors.numpy import load_file
 
-    from tagstore import weights
+    from tagstore.embedders import weights
 
     bundle = weights.BUNDLES[bundle_name]
     path, digest = weights.weights_file(bundle, file_name, Path(weights_dir) if weights_dir not in (None, "") else None)

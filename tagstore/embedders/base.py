@@ -1,7 +1,7 @@
 """The embedder contract (HEAR-like) every backend follows.
 
 A backend declares its sample rate (Hz), window and hop (seconds) and output dimension. The host
-(``tagstore.embedding``) decodes, downmixes and resamples a file to ``sample_rate``, slices it into
+(``tagstore.embedders.host``) decodes, downmixes and resamples a file to ``sample_rate``, slices it into
 windows of ``window_samples`` every ``hop_samples``, calls :meth:`Embedder.embed` on batches of
 windows and :meth:`Embedder.pool` on the window embeddings to get one track vector.
 """

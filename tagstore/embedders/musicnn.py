@@ -95,7 +95,7 @@ def convert_wheel(wheel: Path, out_dir: Path) -> None:
     """
     from safetensors.numpy import save_file
 
-    from tagstore.tfcheckpoint import CheckpointError, read_tensors
+    from tagstore.embedders._tfcheckpoint import CheckpointError, read_tensors
 
     try:
         with zipfile.ZipFile(wheel) as zf:
@@ -359,7 +359,7 @@ class MusicnnEmbedder(Embedder):
         weights_dir: str | Path | None = None,
         batch_size: int | str | None = None,
     ) -> None:
-        from tagstore import weights
+        from tagstore.embedders import weights
 
         self.model = str(model).upper().removesuffix("_MUSICNN")
         if self.model not in MODELS:

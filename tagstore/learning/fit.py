@@ -10,18 +10,21 @@ exactly what a full rescoring would.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tagstore.errors import TagError
 from tagstore.learning.metrics import (
-    average_precision,
+    average_precision_or_nan,
     best_f1_threshold,
     reference_constants,
     stratified_folds,
 )
 from tagstore.learning.model import METHODS, Ref, TagModel, combine_scores
+from tagstore.learning.sampling import sample_unlabelled, tag_seed
 from tagstore.learning.probe import C_DEFAULT, C_GRID, class_weights, newton_kernel
 from tagstore.learning.stats import CatalogueStats, as_matrix, unit_rows
 
@@ -142,7 +145,7 @@ def _select(data: _Data, oof: list[tuple[np.ndarray, np.ndarray]], grid: tuple[f
     """Index of the C with the best out-of-fold AP; ties (1e-9) go to the lower weighted log-loss."""
     s = class_weights(data.y, "balanced", data.base)
     sign = np.where(data.y, 1.0, -1.0)
-    keys = [(-round(average_precision(data.y, z), 9), s @ np.logaddexp(0, -sign * lg)) for z, lg in oof]
+    keys = [(-round(average_precision_or_nan(data.y, z), 9), s @ np.logaddexp(0, -sign * lg)) for z, lg in oof]
     return min(range(len(grid)), key=keys.__getitem__)
 
 
@@ -216,7 +219,7 @@ def _fit(data: _Data, stats: CatalogueStats, method: str, seed: int, C: float | 
     probe_ref, proto_ref, score_ref = _refs(method, final, data)
     if oof is not None:
         t_z, cv_f1 = best_f1_threshold(data.y, oof[i][0])
-        cv_ap = average_precision(data.y, oof[i][0])
+        cv_ap = average_precision_or_nan(data.y, oof[i][0])
     else:  # one positive: nothing held out; stay below the positives' own (optimistic) scores
         z_pos, _ = _score_z(method, final, data, np.flatnonzero(data.y))
         t_z, cv_f1, cv_ap = min(FALLBACK_Z, 0.5 * float(z_pos.min())), float("nan"), float("nan")
@@ -229,3 +232,29 @@ def _fit(data: _Data, stats: CatalogueStats, method: str, seed: int, C: float | 
         probe_ref=probe_ref, proto_ref=proto_ref, cv_ap=cv_ap, cv_f1=cv_f1,
         n_pos=counts[0], n_neg=counts[1], n_sampled=counts[2], n_reference=counts[3], seed=seed,
     )  # fmt: skip
+
+
+def fit_examples(
+    tag: str,
+    X_pos: np.ndarray,
+    X_neg: np.ndarray,
+    pool: np.ndarray,
+    rows: Callable[[np.ndarray], np.ndarray],
+    exclude: Iterable[int],
+    stats: CatalogueStats,
+    method: str,
+) -> tuple[TagModel, np.ndarray]:
+    """Fit ``tag`` the one way ``add-tag`` and the evaluation both fit: the user's examples, plus an
+    unlabelled sample of the catalogue drawn with the tag's seed.
+
+    X_pos, X_neg: (p, d), (n, d) example vectors. pool: (m,) int64 catalogue ids (or rows) to sample
+    from; ``rows(ids)`` returns their vectors (k, d); ``exclude``: ids that are examples. Returns the
+    model and the sampled ids (ascending).
+    """
+    seed = tag_seed(tag)
+    sampled = sample_unlabelled(pool, exclude, seed)
+    U = rows(sampled) if len(sampled) else np.zeros((0, stats.dim), np.float32)
+    # The fit solves many tiny systems: BLAS threads only add contention there (5-10x slower on a busy
+    # machine), and one thread makes the result independent of the machine's thread count.
+    with threadpool_limits(1, user_api="blas"):
+        return fit_tag(X_pos, X_neg, U, stats, method=method, seed=seed), sampled

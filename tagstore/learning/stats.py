@@ -11,6 +11,9 @@ from tagstore.errors import TagError
 
 STD_FLOOR = 1e-6
 """Dimensions whose catalogue std is below this are left unscaled (std taken as 1)."""
+RELATIVE_STD_FLOOR = 1e-2
+"""A dimension's std is at least this fraction of the typical (root-mean-variance) std: a nearly constant
+dimension (a ReLU unit that rarely fires) stays inert instead of being scaled up into noise."""
 
 
 def as_matrix(X: np.ndarray | None, name: str, dim: int) -> np.ndarray:
@@ -46,7 +49,9 @@ def unit_rows(A: np.ndarray) -> np.ndarray:
 class CatalogueStats:
     """Per-dimension mean and std of the catalogue's track vectors, used to standardise them.
 
-    mean, std: ``(d,)`` float32 (population std, ddof=0, floored: see :data:`STD_FLOOR`);
+    mean, std: ``(d,)`` float32 (population std, ddof=0, floored: see :data:`RELATIVE_STD_FLOOR` and
+    :data:`STD_FLOOR`); the one statistics of the store: the index normalisation, ``add-tag`` and the
+    evaluation all standardise with it;
     count: how many tracks they were computed over.
     """
 
@@ -94,7 +99,8 @@ class CatalogueStats:
             n = total
         if mean is None:
             raise TagError("the catalogue is empty; add tracks before learning tags")
-        std = np.sqrt(m2 / n)
+        var = m2 / n
+        std = np.maximum(np.sqrt(var), RELATIVE_STD_FLOOR * np.sqrt(var.mean()))
         std[std < STD_FLOOR] = 1.0
         return cls(mean.astype(np.float32), std.astype(np.float32), int(n))
 

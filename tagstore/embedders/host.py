@@ -122,8 +122,12 @@ class TrackEmbedder:
     def from_layout(cls, layout: Layout) -> TrackEmbedder:
         """Rebuild the embedders of a stored layout and check that they still compute the same vectors."""
         built = cls.from_spec([b.spec for b in layout.blocks])
-        layout.check_same(built.layout)
+        built.check(layout)
         return built
+
+    def check(self, layout: Layout) -> None:
+        """LayoutMismatchError unless these embedders (as they describe themselves now) compute ``layout``."""
+        layout.check_same(Layout(tuple(Block(**e.describe()) for e in self.embedders)))
 
     def embed_file(self, path: str | Path) -> TrackVector:
         """Decode, resample, window, embed and pool one file (bounded memory)."""

@@ -1,9 +1,14 @@
-"""The DuckDB catalogue: schema, connections and the writer lock.
+"""The DuckDB catalogue: every SQL statement of tagstore lives in this package.
 
-DuckDB is the source of truth: tracks, their raw embeddings (float32 BLOBs), tags, examples,
-scores and the record of every index file built from them. Writers hold ``write.lock`` (an
-advisory ``flock``) for the whole command and open DuckDB only while committing a batch, so
-readers (queries) can open the catalogue read-only between batches.
+DuckDB is the source of truth: tracks, their raw embeddings (float32 BLOBs), tags, examples, scores
+and the record of every derived file built from them. This module holds connections, the writer lock
+and the ``meta`` table; :mod:`.tracks`, :mod:`.tags` and :mod:`.records` hold the statements of their
+tables, each a function taking an open connection.
+
+Connections: writers hold ``write.lock`` (an advisory ``flock``) for the whole command and open DuckDB
+read-write only while committing (:func:`transaction`), so readers (queries) can open the catalogue
+read-only (:func:`reading`) between batches. DuckDB refuses a read-write connection in a process that
+holds a read-only one; :class:`tagstore.store.Store` keeps that rule in one place.
 """
 
 from __future__ import annotations
@@ -16,116 +21,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tagstore.errors import StoreBusyError, StoreFormatError, StoreNotFoundError
+from tagstore.catalogue.schema import FORMAT_VERSION, SCHEMA
+from tagstore.errors import StoreBusyError, StoreExistsError, StoreFormatError, StoreNotFoundError
 
-FORMAT_VERSION = 1
+__all__ = [
+    "CATALOGUE_FILE", "FORMAT_VERSION", "INDEX_DIR", "CACHE_DIR", "LOCK_FILE", "WriteLock", "bump_generation",
+    "catalogue_path", "connect", "create", "generation", "get_meta", "reading", "set_meta", "transaction",
+]  # fmt: skip
+
 CATALOGUE_FILE = "catalogue.duckdb"
 LOCK_FILE = "write.lock"
 INDEX_DIR = "index"
+CACHE_DIR = "cache"
 
-SCHEMA = """
-CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
-CREATE SEQUENCE track_ids START 1;
-CREATE TABLE tracks (
-    id BIGINT PRIMARY KEY DEFAULT nextval('track_ids'),
-    path VARCHAR NOT NULL UNIQUE,
-    content_hash VARCHAR NOT NULL UNIQUE,
-    size_bytes BIGINT NOT NULL,
-    mtime_ns BIGINT NOT NULL,
-    duration_s DOUBLE NOT NULL,
-    sample_rate INTEGER NOT NULL,
-    channels INTEGER NOT NULL,
-    format VARCHAR,
-    title VARCHAR,
-    artist VARCHAR,
-    album VARCHAR,
-    genre VARCHAR,
-    added_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-);
-CREATE TABLE embeddings (
-    track_id BIGINT PRIMARY KEY,
-    layout_digest VARCHAR NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE TABLE ingest_failures (
-    path VARCHAR PRIMARY KEY,
-    error VARCHAR NOT NULL,
-    reason VARCHAR NOT NULL,
-    failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp
-);
-CREATE SEQUENCE tag_ids START 1;
-CREATE TABLE tags (
-    id BIGINT PRIMARY KEY DEFAULT nextval('tag_ids'),
-    name VARCHAR NOT NULL UNIQUE,
-    kind VARCHAR NOT NULL,
-    source VARCHAR,
-    method VARCHAR,
-    method_choice VARCHAR,
-    threshold DOUBLE,
-    cv_ap DOUBLE,
-    model BLOB,
-    model_version INTEGER,
-    n_pos INTEGER NOT NULL DEFAULT 0,
-    n_neg INTEGER NOT NULL DEFAULT 0,
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    trained_at TIMESTAMP
-);
-CREATE TABLE tag_examples (
-    tag_id BIGINT NOT NULL,
-    track_id BIGINT NOT NULL,
-    label SMALLINT NOT NULL,
-    source VARCHAR NOT NULL,
-    added_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    PRIMARY KEY (tag_id, track_id)
-);
-CREATE TABLE tag_external_examples (
-    tag_id BIGINT NOT NULL,
-    content_hash VARCHAR NOT NULL,
-    label SMALLINT NOT NULL,
-    path VARCHAR NOT NULL,
-    vector BLOB NOT NULL,
-    added_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    PRIMARY KEY (tag_id, content_hash)
-);
-CREATE TABLE tag_scores (
-    tag_id BIGINT NOT NULL,
-    track_id BIGINT NOT NULL,
-    score REAL NOT NULL,
-    predicted BOOLEAN NOT NULL,
-    PRIMARY KEY (tag_id, track_id)
-);
-CREATE TABLE tag_suggestions (
-    tag_id BIGINT NOT NULL,
-    track_id BIGINT NOT NULL,
-    score REAL NOT NULL,
-    sources VARCHAR NOT NULL,
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    PRIMARY KEY (tag_id, track_id)
-);
-CREATE SEQUENCE index_versions_ids START 1;
-CREATE TABLE index_versions (
-    version BIGINT PRIMARY KEY DEFAULT nextval('index_versions_ids'),
-    file VARCHAR NOT NULL,
-    factory VARCHAR NOT NULL,
-    metric VARCHAR NOT NULL,
-    dim INTEGER NOT NULL,
-    count BIGINT NOT NULL,
-    checksum VARCHAR NOT NULL,
-    size_bytes BIGINT NOT NULL,
-    mtime_ns BIGINT NOT NULL,
-    layout_digest VARCHAR NOT NULL,
-    generation BIGINT NOT NULL,
-    stats_count BIGINT NOT NULL,
-    stats_mean BLOB,
-    stats_std BLOB,
-    params VARCHAR NOT NULL,
-    built_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-    active BOOLEAN NOT NULL
-);
-"""
+Connection = Any
+"""A ``duckdb.DuckDBPyConnection`` (typed loosely: duckdb is imported only when a connection is made)."""
 
 
 def catalogue_path(store: Path) -> Path:
+    """The catalogue file of the store folder ``store``."""
     return store / CATALOGUE_FILE
 
 
@@ -134,7 +48,7 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-def connect(store: Path, read_only: bool, wait_s: float = 10.0) -> Any:
+def connect(store: Path, read_only: bool, wait_s: float = 10.0) -> Connection:
     """Open the catalogue; a briefly held DuckDB lock (a writer committing) is waited for up to ``wait_s``."""
     import duckdb
 
@@ -176,7 +90,7 @@ def _lock_holder(exc: Exception) -> str:
     return "unknown pid"
 
 
-def check_format(con: Any, store: Path) -> None:
+def check_format(con: Connection, store: Path) -> None:
     """Refuse catalogues of a newer format, and files that are not tagstore catalogues."""
     try:
         row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
@@ -197,8 +111,33 @@ def check_format(con: Any, store: Path) -> None:
         raise StoreFormatError(f"the store {store} has no format version; it was not made by tagstore")
 
 
+def create(store: Path, meta: dict[str, str]) -> None:
+    """Write a new catalogue with the schema and ``meta`` into the folder ``store`` (which exists).
+
+    The file is built under a temporary name and renamed into place, so a half-made store never
+    looks like a store. Raises StoreExistsError when the folder already holds a catalogue.
+    """
+    import duckdb
+
+    final = catalogue_path(store)
+    if final.exists():
+        raise StoreExistsError(f"a store already exists at {store}; use it, or choose another folder")
+    tmp = store / (CATALOGUE_FILE + ".init")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    try:
+        con.execute(SCHEMA)
+        set_meta(con, "format_version", str(FORMAT_VERSION))
+        for key, value in meta.items():
+            set_meta(con, key, value)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp, final)
+
+
 @contextlib.contextmanager
-def transaction(store: Path) -> Iterator[Any]:
+def transaction(store: Path) -> Iterator[Connection]:
     """A read-write connection inside one transaction: committed on success, rolled back on error."""
     con = connect(store, read_only=False)
     try:
@@ -214,7 +153,7 @@ def transaction(store: Path) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def reading(store: Path) -> Iterator[Any]:
+def reading(store: Path) -> Iterator[Connection]:
     """A read-only connection, closed on exit."""
     con = connect(store, read_only=True)
     try:
@@ -223,22 +162,35 @@ def reading(store: Path) -> Iterator[Any]:
         con.close()
 
 
-def get_meta(con: Any, key: str, default: str | None = None) -> str | None:
+def get_meta(con: Connection, key: str, default: str | None = None) -> str | None:
+    """A value of the ``meta`` table, or ``default``."""
     row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
     return row[0] if row else default
 
 
-def set_meta(con: Any, key: str, value: str) -> None:
+def set_meta(con: Connection, key: str, value: str) -> None:
+    """Insert or replace a value of the ``meta`` table."""
     con.execute(
         "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value]
     )
 
 
-def bump_generation(con: Any) -> int:
-    """Count a change to the set of embeddings; every index records the generation it was built from."""
-    gen = int(get_meta(con, "generation", "0") or 0) + 1
+def generation(con: Connection) -> int:
+    """How many changes the set of embeddings has seen (every derived file records the one it was built from)."""
+    return int(get_meta(con, "generation", "0") or 0)
+
+
+def bump_generation(con: Connection) -> int:
+    """Count a change to the set of embeddings; returns the new generation."""
+    gen = generation(con) + 1
     set_meta(con, "generation", str(gen))
     return gen
+
+
+def counts(con: Connection) -> dict[str, int]:
+    """Rows in the main tables: tracks, embeddings, tags, failures."""
+    tables = (("tracks", "tracks"), ("embeddings", "embeddings"), ("tags", "tags"), ("failures", "ingest_failures"))
+    return {name: int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) for name, table in tables}
 
 
 class WriteLock:

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tagstore import metrics
+from tagstore.learning import metrics
 
 SPLITS = ("train", "test")
-DEFAULT_SHOTS = (1, 2, 4, 8, 16)
+DEFAULT_SHOTS = (1, 2, 5, 10, 20)
+"""Training positives per tag in a draw: the K of the paper's learning curves."""
 
 
 @dataclass(frozen=True)

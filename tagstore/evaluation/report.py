@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from tagstore.protocol import CurvePoint, Result, aggregate, per_tag_ap
+from tagstore.fileio import atomic_write
+from tagstore.evaluation.protocol import CurvePoint, Result, aggregate, per_tag_ap
 
 PLOTS = (("ap", "macro_ap.png", "Macro average precision"), ("auc", "macro_auc.png", "Macro ROC-AUC"))
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:70em;color:#222}
@@ -68,7 +69,7 @@ def _plot(points: list[CurvePoint], metric: str, title: str, path: Path) -> None
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
+    atomic_write(path, lambda sink: fig.savefig(sink, format="png", metadata={"Software": None}))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -122,7 +123,5 @@ def write_report(results: Iterable[Result], out_dir: str | os.PathLike, *,
             f"dashed: full-train ceiling.</p>{images}<h2>Macro scores</h2>{_summary(points)}"
             f"<h2>Average precision per tag</h2>{_per_tag(results)}</body></html>\n")
     index = out / "index.html"
-    tmp = out / "index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, index)
+    atomic_write(index, page)
     return index

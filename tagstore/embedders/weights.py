@@ -15,7 +15,6 @@ Cache layout (``$TAGSTORE_WEIGHTS_DIR``, else ``$XDG_CACHE_HOME/tagstore/weights
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tagstore.errors import EmbedderError, MissingWeightsError, PathNotFoundError, WeightsDigestError
+from tagstore.fileio import atomic_write, file_hash, fsync_dir
 
 __all__ = [
     "BUNDLES", "WEIGHTS_ENV", "WeightsBundle", "default_weights_dir", "bundle_dir", "file_digest",
@@ -181,13 +181,8 @@ def bundle_dir(bundle: WeightsBundle, weights_dir: Path | None = None) -> Path:
     return Path(weights_dir if weights_dir is not None else default_weights_dir()) / bundle.name
 
 
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """``"ALGORITHM:HEX"`` digest of a file, read in 1 MiB blocks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return f"{algorithm}:{h.hexdigest()}"
+file_digest = file_hash
+"""``"ALGORITHM:HEX"`` digest of a file (:func:`tagstore.fileio.file_hash`)."""
 
 
 def read_manifest(bundle: WeightsBundle, weights_dir: Path | None = None) -> dict[str, Any] | None:
@@ -319,14 +314,6 @@ def _convert(bundle: WeightsBundle, source_file: Path, out_dir: Path) -> None:
     getattr(importlib.import_module(module_name), func_name)(source_file, out_dir)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def install(
     bundle: WeightsBundle,
     source_file: Path,
@@ -384,17 +371,13 @@ def install(
             "installed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": files,
         }
-        with open(staging / MANIFEST, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_dir(staging)
+        atomic_write(staging / MANIFEST, json.dumps(manifest, indent=2))
         old = None
         if final.exists():
             old = final.parent / f".{bundle.name}-old-{os.getpid()}-{time.monotonic_ns()}"
             final.rename(old)
         staging.rename(final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

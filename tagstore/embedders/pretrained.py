@@ -1,7 +1,7 @@
 """Pre-trained models: which exist, whether their weights are installed, and getting them.
 
 The library behind ``tagstore models``: :func:`list_models`, :func:`fetch` and :func:`import_file`. Every
-registered embedder is listed; those with a weights bundle (:data:`tagstore.weights.BUNDLES`) can be
+registered embedder is listed; those with a weights bundle (:data:`tagstore.embedders.weights.BUNDLES`) can be
 fetched or imported. Nothing here imports torch.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tagstore import weights
+from tagstore.embedders import weights
 from tagstore.embedders import REGISTRY
 from tagstore.errors import UnknownEmbedderError
 
@@ -53,7 +53,7 @@ def _bundle(name: str) -> weights.WeightsBundle:
 def list_models(weights_dir: Path | None = None) -> list[ModelInfo]:
     """Every registered embedder and every weights bundle, sorted by name, with their cache state.
 
-    ``weights_dir`` defaults to :func:`tagstore.weights.default_weights_dir`.
+    ``weights_dir`` defaults to :func:`tagstore.embedders.weights.default_weights_dir`.
     """
     out = []
     for name in sorted(set(REGISTRY) | set(weights.BUNDLES)):

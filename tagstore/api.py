@@ -1,0 +1,290 @@
+"""The library's front door: one function per command, and the only place that composes steps.
+
+Lower modules each do one thing and return what changed (:mod:`tagstore.ingest` commits tracks,
+:mod:`tagstore.derived.index` syncs the index, :mod:`tagstore.tags.fitting` scores tags); this module
+strings them together, holding the write lock around every write. The CLI is a view of these
+functions, and a Python user calls them the same way::
+
+    from tagstore import api
+    store = api.init("music.tagstore", embedders="dsp")
+    report = api.add(store, ["~/Music"])            # IngestReport: added / skipped / failed
+    query, hits = api.similar(store, "42", k=10)    # Hit: rank, id, path, title, artist, score
+    api.add_tag(store, "harpsichord", examples=["12", "873"])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagstore import catalogue as cat
+from tagstore import ingest
+from tagstore.catalogue import tracks as track_sql
+from tagstore.catalogue.records import IndexRecord
+from tagstore.catalogue.tracks import Track
+from tagstore.derived import index as derived_index
+from tagstore.errors import InputError
+from tagstore.ingest import IngestReport
+from tagstore.search import Hit, Query
+from tagstore.store import DEFAULT_FACTORY, Progress, Store
+from tagstore.embedders import pretrained
+from tagstore.search import similar as _similar
+from tagstore.tags import assist, fitting, views
+from tagstore.tags import examples as example_refs
+from tagstore.tags.views import ScoredTrack, TagSummary
+
+__all__ = [
+    "Hit", "IngestReport", "Query", "ScoredTrack", "Store", "TagSummary", "Track",
+    "add", "add_tag", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
+    "remove_tag", "scores", "similar", "suggest", "tag", "tag_examples", "tags", "tracks", "failures",
+    "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
+]  # fmt: skip
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+def init(path: str | os.PathLike[str], embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY) -> Store:
+    """Create a store folder with an empty catalogue for the given embedder spec(s) and index factory."""
+    return Store.init(path, embedders=embedders, factory=factory)
+
+
+def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - mirrors Store.open
+    """Open an existing store."""
+    return Store.open(path)
+
+
+def info(store: Store) -> dict[str, Any]:
+    """Store path, embedder layout, counts, and the active index record."""
+    with store.reader() as con:
+        counts = cat.counts(con)
+        duration = track_sql.total_duration(con)
+        record = derived_index.active_record(con)
+        generation = cat.generation(con)
+    index: dict[str, Any] | None = None
+    if record is not None:
+        index = {
+            "version": record.version, "file": record.file, "factory": record.factory, "metric": record.metric,
+            "dim": record.dim, "count": record.count, "checksum": record.checksum, "size_bytes": record.size,
+            "built_at": record.built_at, "current": record.generation == generation,
+        }  # fmt: skip
+    return {
+        "store": str(store.path),
+        "format_version": cat.FORMAT_VERSION,
+        "embedders": store.layout.spec,
+        "layout": store.layout.to_records(),
+        "dim": store.layout.dim,
+        "counts": counts,
+        "total_duration_s": duration,
+        "catalogue_bytes": cat.catalogue_path(store.path).stat().st_size,
+        "index_factory": store.factory,
+        "index": index,
+    }
+
+
+def tracks(
+    store: Store,
+    match: str | None = None,
+    artist: str | None = None,
+    album: str | None = None,
+    genre: str | None = None,
+    limit: int | None = None,
+) -> list[Track]:
+    """Tracks by id, filtered by text (path, title, artist), artist, album or genre."""
+    return store.tracks(match=match, artist=artist, album=album, genre=genre, limit=limit)
+
+
+def failures(store: Store) -> list[dict[str, str]]:
+    """Files that failed to ingest, with their error class and reason."""
+    return store.failures()
+
+
+# --- ingest and the index -------------------------------------------------------------------------
+
+
+def add(
+    store: Store,
+    paths: Sequence[str | os.PathLike[str]],
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    batch_tracks: int = ingest.BATCH_TRACKS,
+    batch_seconds: float = ingest.BATCH_SECONDS,
+) -> IngestReport:
+    """Ingest files and folders, bring the index in step, and score learned tags for the new tracks."""
+    if dry_run:
+        return ingest.add(store, [Path(p) for p in paths], dry_run=True)
+    with store.write_lock():
+        report = ingest.add(store, [Path(p) for p in paths], progress=progress, batch_tracks=batch_tracks,
+                            batch_seconds=batch_seconds)  # fmt: skip
+        if report.changed or not derived_index.is_current(store):
+            record = derived_index.sync(store)
+            report.index_version = record.version if record else None
+        if report.changed:
+            fitting.rescore(store)  # learned tags score the new tracks
+    return report
+
+
+def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> list[Track]:
+    """Remove tracks (by id or stored path) with their embeddings, examples and scores."""
+    if dry_run:
+        return ingest.remove(store, refs, dry_run=True)
+    with store.write_lock():
+        removed = ingest.remove(store, refs)
+        derived_index.sync(store)
+    return removed
+
+
+def rebuild(
+    store: Store, re_embed: bool = False, embedders: str | None = None, progress: Progress | None = None
+) -> IndexRecord:
+    """Rebuild the index from the stored embeddings (atomic swap); with ``re_embed``, recompute every
+    embedding first (optionally switching to ``embedders``) and refit every learned tag."""
+    if embedders is not None and not re_embed:
+        raise InputError("--embedders switches the store's embedders and needs --re-embed")
+    with store.write_lock():
+        if not re_embed:
+            return derived_index.rebuild(store, progress)
+        ingest.re_embed(store, embedders, progress)
+        record = derived_index.rebuild(store, progress)
+        fitting.refit_all(store)  # learned tags live in the embedding space that just changed
+        return record
+
+
+def similar(
+    store: Store,
+    query: str | int | os.PathLike[str] | None = None,
+    k: int = 10,
+    tag: str | None = None,
+    with_tags: Sequence[str] = (),
+    without_tags: Sequence[str] = (),
+    include_ids: Sequence[int] | None = None,
+    exclude_ids: Sequence[int] | None = None,
+) -> tuple[Query, list[Hit]]:
+    """Nearest tracks to a catalogue id, a stored path, an audio file, or a learned tag's prototype."""
+    return _similar(store, query, k=k, include_ids=include_ids, exclude_ids=exclude_ids, tag=tag,
+                          with_tags=with_tags, without_tags=without_tags)  # fmt: skip
+
+
+# --- tags ---------------------------------------------------------------------------------------
+
+
+def add_tag(
+    store: Store,
+    name: str,
+    examples: Sequence[str] = (),
+    negatives: Sequence[str] = (),
+    method: str | None = None,
+    add_files: bool = False,
+    progress: Progress | None = None,
+) -> TagSummary:
+    """Create or extend a learned tag from examples (ids, stored paths or audio files) and score every
+    track; ``add_files`` ingests example files that are not in the store first."""
+    fitting.check_method(method)
+    with store.write_lock():
+        if add_files:
+            _add_outside(store, [*examples, *negatives], progress)
+        return fitting.add_tag(store, name, examples, negatives, method=method)
+
+
+def _add_outside(store: Store, items: Sequence[str], progress: Progress | None) -> None:
+    outside = example_refs.not_stored(store, items)
+    if outside:
+        report = add(store, outside, progress=progress)
+        if report.failed:
+            first = report.failed[0]
+            raise InputError(f"cannot add example {first['path']}: {first['reason']}")
+
+
+def read_list_file(path: str | os.PathLike[str]) -> list[str]:
+    """Items of an examples file: one id or path per line; blank lines and ``#`` comments skipped."""
+    return example_refs.read_list_file(path)
+
+
+def tag(store: Store, names: Sequence[str] | None = None, all_tracks: bool = False) -> dict[str, Any]:
+    """Score tracks that lack a score for the learned tags (``all_tracks``: rescore every track)."""
+    with store.write_lock():
+        return fitting.rescore(store, names, all_tracks=all_tracks)
+
+
+def tags(store: Store, kind: str | None = None) -> list[TagSummary]:
+    """Tags with their examples, method, threshold, predicted count and cross-validated AP."""
+    return views.list_tags(store, kind=kind)
+
+
+def scores(
+    store: Store, name: str, top: int | None = 20, predicted_only: bool = False, exclude_examples: bool = False
+) -> list[ScoredTrack]:
+    """Tracks by descending score for a tag (learned or model); ``top=None`` lists all."""
+    return views.scores(store, name, top=top, predicted_only=predicted_only, exclude_examples=exclude_examples)
+
+
+def predicted_ids(store: Store, name: str) -> np.ndarray:
+    """Catalogue ids ``(m,)`` int64 predicted to carry a tag (learned or model)."""
+    return views.predicted_ids(store, name)
+
+
+def tag_examples(store: Store, name: str) -> list[dict[str, Any]]:
+    """A learned tag's examples: label, stored track id or outside path."""
+    return example_refs.tag_examples(store, name)
+
+
+def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary:
+    """Drop examples from a tag and refit it."""
+    with store.write_lock():
+        return fitting.remove_examples(store, name, items)
+
+
+def remove_tag(store: Store, name: str) -> None:
+    """Delete a learned tag with its examples, scores and suggestions."""
+    with store.write_lock():
+        fitting.remove_tag(store, name)
+
+
+def propagate(store: Store, name: str, k: int = 10, limit: int | None = None) -> list[dict[str, Any]]:
+    """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
+    with store.write_lock():
+        return assist.propagate(store, name, k=k, limit=limit)
+
+
+def suggest(store: Store, name: str, n: int = 10) -> list[dict[str, Any]]:
+    """Tracks worth labelling next for a tag (near its threshold, and unlike each other)."""
+    return assist.suggest(store, name, n=n)
+
+
+def explain(store: Store, track: str, name: str, k: int = 3) -> dict[str, Any]:
+    """Why a track has its score for a tag: nearest examples and the parts of the score."""
+    return assist.explain(store, track, name, k=k)
+
+
+def record_dict(record: IndexRecord) -> dict[str, Any]:
+    """An index record as JSON-ready values (statistics left out)."""
+    out = asdict(record)
+    out.pop("stats_mean")
+    out.pop("stats_std")
+    return out
+
+
+# --- pre-trained models ---------------------------------------------------------------------------
+
+
+def list_models(weights_dir: Path | None = None) -> list[pretrained.ModelInfo]:
+    """Every embedder and weights bundle, with its size, rate, licence and cache state."""
+    return pretrained.list_models(weights_dir)
+
+
+def fetch_model(name: str, progress: Callable[[str], None] | None = None, weights_dir: Path | None = None) -> Path:
+    """Download a model's published weights, verify their digest and install them; returns the folder."""
+    return pretrained.fetch(name, progress=progress, weights_dir=weights_dir)
+
+
+def import_model(
+    name: str, path: str | os.PathLike[str], unverified: bool = False,
+    progress: Callable[[str], None] | None = None, weights_dir: Path | None = None,
+) -> Path:  # fmt: skip
+    """Install a model's weights from a local copy of its published file; returns the folder."""
+    return pretrained.import_file(name, path, unverified=unverified, progress=progress, weights_dir=weights_dir)

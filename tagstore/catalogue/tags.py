@@ -1,0 +1,281 @@
+"""Statements on tags: learned and model tags, their examples, scores and suggestions.
+
+A learned tag's model is stored as bytes (``TagModel.to_bytes``); this module never decodes it.
+Scores are written in bulk (one statement per tag, from registered numpy columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tagstore.catalogue import Connection
+
+
+@dataclass(frozen=True)
+class TagRow:
+    """A tag's identity: id, kind ('learned' or 'model'), its pinned method choice, its model bytes."""
+
+    id: int
+    kind: str
+    method_choice: str | None
+    model: bytes | None
+
+
+@dataclass(frozen=True)
+class StoredExample:
+    """An example as stored: a catalogue track (``track_id``) or an outside file (``vector`` bytes)."""
+
+    label: int
+    track_id: int | None
+    path: str
+    content_hash: str | None = None
+    vector: bytes | None = None
+
+
+@dataclass(frozen=True)
+class FittedTag:
+    """What a fit gives the catalogue to keep for a learned tag."""
+
+    method: str
+    method_choice: str
+    threshold: float
+    cv_ap: float | None
+    model: bytes
+    model_version: int
+
+
+def tag_row(con: Connection, name: str) -> TagRow | None:
+    row = con.execute(
+        "SELECT id, kind, coalesce(method_choice, method), model FROM tags WHERE name = ?", [name]
+    ).fetchone()
+    return TagRow(int(row[0]), row[1], row[2], row[3]) if row else None
+
+
+def learned_names(con: Connection, limit: int = 5) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT name FROM tags WHERE kind = 'learned' ORDER BY name LIMIT ?", [limit]).fetchall()]  # fmt: skip
+
+
+def learned_tags(con: Connection) -> list[tuple[int, str, str | None]]:
+    """``(id, name, method choice)`` of every learned tag, by id."""
+    return con.execute(
+        "SELECT id, name, coalesce(method_choice, method) FROM tags WHERE kind = 'learned' ORDER BY id"
+    ).fetchall()
+
+
+def learned_models(con: Connection, names: Sequence[str] | None = None) -> list[tuple[int, str, bytes]]:
+    """``(id, name, model bytes)`` of the learned tags that have a model (those named, or all), by id."""
+    rows = con.execute(
+        "SELECT id, name, model FROM tags WHERE kind = 'learned' AND model IS NOT NULL ORDER BY id"
+    ).fetchall()
+    if names is not None:
+        wanted = set(names)
+        rows = [r for r in rows if r[1] in wanted]
+    return [(int(tid), name, bytes(blob)) for tid, name, blob in rows]
+
+
+# --- model tags (a backend's own output classes) -----------------------------------------------
+
+
+def store_model_scores(
+    con: Connection, track_id: int, source: str, names: Sequence[str], probs: np.ndarray, threshold: float
+) -> None:
+    """A track's scores for a model's own tags (created as kind 'model' on first sight)."""
+    con.execute(
+        """INSERT INTO tags (name, kind, source, method, threshold)
+           SELECT unnest(?::VARCHAR[]), 'model', ?, 'model', ? ON CONFLICT (name) DO NOTHING""",
+        [list(names), source, threshold],
+    )
+    con.execute(
+        """INSERT OR REPLACE INTO tag_scores
+           SELECT t.id, ?, p.score, p.score >= ? FROM tags t
+           JOIN (SELECT unnest(?::VARCHAR[]) AS name, unnest(?::REAL[]) AS score) p ON p.name = t.name""",
+        [track_id, threshold, list(names), [float(x) for x in probs]],
+    )
+
+
+def drop_model_tags_except(con: Connection, sources: Sequence[str]) -> int:
+    """Remove model tags (and their scores) of backends not in ``sources``; returns how many."""
+    stale = [r[0] for r in con.execute(
+        "SELECT id FROM tags WHERE kind = 'model' AND NOT list_contains(?::VARCHAR[], source)", [list(sources)]).fetchall()]  # fmt: skip
+    for tag_id in stale:
+        con.execute("DELETE FROM tag_scores WHERE tag_id = ?", [tag_id])
+        con.execute("DELETE FROM tags WHERE id = ?", [tag_id])
+    return len(stale)
+
+
+# --- learned tags: examples and models ----------------------------------------------------------
+
+
+def stored_examples(con: Connection, tag_id: int) -> list[StoredExample]:
+    """A tag's examples: catalogue tracks first, then outside files (with their vectors)."""
+    rows = con.execute(
+        "SELECT e.track_id, e.label, t.path FROM tag_examples e JOIN tracks t ON t.id = e.track_id WHERE e.tag_id = ?",
+        [tag_id],
+    ).fetchall()
+    out = [StoredExample(int(label), int(tid), path) for tid, label, path in rows]
+    for label, path, digest, blob in con.execute(
+        "SELECT label, path, content_hash, vector FROM tag_external_examples WHERE tag_id = ?", [tag_id]
+    ).fetchall():
+        out.append(StoredExample(int(label), None, path, digest, bytes(blob)))
+    return out
+
+
+def save_learned(
+    con: Connection, name: str, fitted: FittedTag, examples: Sequence[StoredExample], tag_id: int | None
+) -> int:
+    """Create or update a learned tag with its model and replace its examples; returns its id."""
+    n_pos = sum(1 for e in examples if e.label > 0)
+    values = [fitted.method, fitted.method_choice, float(fitted.threshold), fitted.cv_ap, fitted.model,
+              int(fitted.model_version), n_pos, len(examples) - n_pos]  # fmt: skip
+    if tag_id is None:
+        tag_id = con.execute(
+            """INSERT INTO tags (name, kind, source, method, method_choice, threshold, cv_ap, model, model_version,
+                   n_pos, n_neg, trained_at) VALUES (?, 'learned', 'user', ?, ?, ?, ?, ?, ?, ?, ?, now()) RETURNING id""",
+            [name, *values],
+        ).fetchone()[0]
+    else:
+        con.execute(
+            """UPDATE tags SET method = ?, method_choice = ?, threshold = ?, cv_ap = ?, model = ?, model_version = ?,
+                   n_pos = ?, n_neg = ?, trained_at = now() WHERE id = ?""",
+            [*values, tag_id],
+        )
+        con.execute("DELETE FROM tag_examples WHERE tag_id = ?", [tag_id])
+        con.execute("DELETE FROM tag_external_examples WHERE tag_id = ?", [tag_id])
+    for ex in examples:
+        if ex.track_id is not None:
+            con.execute("INSERT INTO tag_examples (tag_id, track_id, label, source) VALUES (?, ?, ?, 'user')",
+                        [tag_id, ex.track_id, ex.label])  # fmt: skip
+        else:
+            con.execute(
+                "INSERT INTO tag_external_examples (tag_id, content_hash, label, path, vector) VALUES (?, ?, ?, ?, ?)",
+                [tag_id, ex.content_hash, ex.label, ex.path, ex.vector],
+            )
+    return int(tag_id)
+
+
+def delete_tag(con: Connection, tag_id: int) -> None:
+    """A tag with its examples, scores and suggestions."""
+    for table in ("tag_examples", "tag_external_examples", "tag_scores", "tag_suggestions"):
+        con.execute(f"DELETE FROM {table} WHERE tag_id = ?", [tag_id])
+    con.execute("DELETE FROM tags WHERE id = ?", [tag_id])
+
+
+def example_ids(con: Connection, tag_id: int, label: int | None = None) -> list[int]:
+    """Catalogue ids of a tag's examples: all, positives (``label=1``) or negatives (``label=0``), ascending."""
+    sql = "SELECT track_id FROM tag_examples WHERE tag_id = ?"
+    if label is not None:
+        sql += " AND label > 0" if label > 0 else " AND label <= 0"
+    return [int(r[0]) for r in con.execute(sql + " ORDER BY track_id", [tag_id]).fetchall()]
+
+
+def external_positive_vectors(con: Connection, tag_id: int) -> list[bytes]:
+    return [bytes(b) for (b,) in con.execute(
+        "SELECT vector FROM tag_external_examples WHERE tag_id = ? AND label > 0", [tag_id]).fetchall()]  # fmt: skip
+
+
+def all_external_examples(con: Connection) -> list[tuple[int, str, str]]:
+    """``(tag id, content hash, path)`` of every outside-file example."""
+    return con.execute("SELECT tag_id, content_hash, path FROM tag_external_examples").fetchall()
+
+
+def set_external_vector(con: Connection, tag_id: int, content_hash: str, vector: np.ndarray) -> None:
+    con.execute("UPDATE tag_external_examples SET vector = ? WHERE tag_id = ? AND content_hash = ?",
+                [np.asarray(vector, np.float32).tobytes(), tag_id, content_hash])  # fmt: skip
+
+
+def delete_external_example(con: Connection, tag_id: int, content_hash: str) -> None:
+    con.execute("DELETE FROM tag_external_examples WHERE tag_id = ? AND content_hash = ?", [tag_id, content_hash])
+
+
+# --- scores -------------------------------------------------------------------------------------
+
+
+def write_scores(
+    con: Connection, tag_ids: Sequence[int], thresholds: Sequence[float], ids: np.ndarray, scores: np.ndarray
+) -> None:
+    """Replace the scores ``(n, len(tag_ids))`` of tracks ``ids`` (n,) for each tag (bulk, one statement per tag)."""
+    for j, (tag_id, thr) in enumerate(zip(tag_ids, thresholds)):
+        part = {"track_id": ids, "score": scores[:, j].astype(np.float32), "predicted": scores[:, j] >= thr}
+        con.register("new_scores", part)
+        con.execute(
+            "DELETE FROM tag_scores WHERE tag_id = ? AND track_id IN (SELECT track_id FROM new_scores)", [tag_id]
+        )
+        con.execute("INSERT INTO tag_scores SELECT ?, track_id, score, predicted FROM new_scores", [tag_id])
+        con.unregister("new_scores")
+
+
+def clear_scores(con: Connection, tag_id: int) -> None:
+    con.execute("DELETE FROM tag_scores WHERE tag_id = ?", [tag_id])
+
+
+def missing_scores(con: Connection, tag_ids: Sequence[int]) -> np.ndarray:
+    """Ids ``(m,)`` int64 (ascending) of tracks lacking a score for at least one of ``tag_ids``."""
+    rows = con.execute(
+        """SELECT track_id FROM embeddings
+           EXCEPT SELECT track_id FROM tag_scores WHERE tag_id IN (SELECT unnest(?::BIGINT[]))
+                  GROUP BY track_id HAVING count(*) = ?""",
+        [list(tag_ids), len(tag_ids)],
+    ).fetchnumpy()["track_id"]
+    return np.sort(np.asarray(rows, dtype=np.int64))
+
+
+def score_table(con: Connection, tag_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored score of a tag: ids ``(n,)`` int64 ascending and scores ``(n,)`` float64."""
+    rows = con.execute("SELECT track_id, score FROM tag_scores WHERE tag_id = ? ORDER BY track_id", [tag_id]).fetchall()
+    return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64)
+
+
+def predicted_ids(con: Connection, tag_id: int) -> np.ndarray:
+    """Ids ``(m,)`` int64 of the tracks predicted to carry the tag."""
+    rows = con.execute("SELECT track_id FROM tag_scores WHERE tag_id = ? AND predicted", [tag_id]).fetchall()
+    return np.array([r[0] for r in rows], dtype=np.int64)
+
+
+def top_scores(
+    con: Connection, tag_id: int, top: int | None, predicted_only: bool, exclude_examples: bool
+) -> list[tuple[int, str, str | None, str | None, float, float, bool]]:
+    """``(id, path, title, artist, duration_s, score, predicted)`` by descending score (ties by id)."""
+    sql = """SELECT t.id, t.path, t.title, t.artist, t.duration_s, s.score, s.predicted
+             FROM tag_scores s JOIN tracks t ON t.id = s.track_id WHERE s.tag_id = ?"""
+    if predicted_only:
+        sql += " AND s.predicted"
+    if exclude_examples:
+        sql += " AND t.id NOT IN (SELECT track_id FROM tag_examples WHERE tag_id = s.tag_id)"
+    sql += " ORDER BY s.score DESC, t.id"
+    if top is not None:
+        sql += f" LIMIT {int(top)}"
+    return con.execute(sql, [tag_id]).fetchall()
+
+
+def summaries(
+    con: Connection, names: Sequence[str] | None = None, kind: str | None = None
+) -> list[tuple[str, str, str | None, int, int, float | None, float | None, int, int, str | None]]:
+    """Per tag: name, kind, method, n_pos, n_neg, threshold, cv_ap, predicted, scored, trained_at."""
+    where, params = [], []
+    if names is not None:
+        where.append("t.name IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(names))
+    if kind is not None:
+        where.append("t.kind = ?")
+        params.append(kind)
+    rows = con.execute(
+        f"""SELECT t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap,
+                   count(s.track_id) FILTER (WHERE s.predicted), count(s.track_id), t.trained_at
+            FROM tags t LEFT JOIN tag_scores s ON s.tag_id = t.id
+            {'WHERE ' + ' AND '.join(where) if where else ''}
+            GROUP BY ALL ORDER BY t.kind DESC, t.name""",
+        params,
+    ).fetchall()
+    return [(*r[:9], None if r[9] is None else str(r[9])) for r in rows]
+
+
+def replace_suggestions(con: Connection, tag_id: int, found: Sequence[tuple[int, float, Sequence[int]]]) -> None:
+    """A tag's suggestions ``(track id, score, source example ids)``, replacing the old ones."""
+    con.execute("DELETE FROM tag_suggestions WHERE tag_id = ?", [tag_id])
+    for track_id, score, sources in found:
+        con.execute("INSERT INTO tag_suggestions (tag_id, track_id, score, sources) VALUES (?, ?, ?, ?)",
+                    [tag_id, int(track_id), float(score), ",".join(map(str, sources))])  # fmt: skip

@@ -1,0 +1,283 @@
+"""Fitting learned tags: examples in, a fitted model and a score for every track out.
+
+One path does it all (:func:`refit`): fit the tag's examples against a seeded unlabelled sample of the
+catalogue, score every track, and save the model, the examples and the scores in one transaction, so a
+failure anywhere leaves the tag exactly as it was. ``add-tag``, ``remove-examples`` and the refits after
+a re-embed all go through it. Every function here expects the caller to hold the write lock, except
+:func:`score_catalogue`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagstore.catalogue import Connection
+from tagstore.catalogue import records
+from tagstore.catalogue import tags as tag_sql
+from tagstore.catalogue import tracks as track_sql
+from tagstore.catalogue.tags import FittedTag
+from tagstore.derived.matrix import Matrix, matrix
+from tagstore.errors import AudioError, TagError
+from tagstore.learning import METHODS, CatalogueStats, TagModel, score_tags
+from tagstore.learning.fit import fit_examples
+from tagstore.store import Store
+from tagstore.tags.examples import (
+    Example,
+    check_tag_name,
+    merge,
+    require_learned,
+    resolve_examples,
+    stored_examples,
+)
+from tagstore.tags.views import TagSummary, list_tags
+
+log = logging.getLogger("tagstore")
+
+DEFAULT_METHOD = "auto"
+AUTO_PROBE_FROM = 10
+"""``auto`` fits the ensemble below this many positives and the probe from it on: on the demo corpus with
+musicnn the ensemble wins at 1-5 examples and the linear probe at 10-20 (with dsp the probe wins or ties
+at every K but 2); see the README's evaluation table."""
+SCORE_CHUNK = 16384
+RESCORE_FROM_MATRIX = 5000
+"""Rescoring more tracks than this reads the memory-mapped matrix instead of DuckDB rows."""
+
+
+def resolve_method(choice: str, examples: Sequence[Example]) -> str:
+    """The method to fit: ``choice`` itself, or for ``auto`` the evaluation's winner at this many positives."""
+    if choice != "auto":
+        return choice
+    return "ensemble" if sum(1 for e in examples if e.label > 0) < AUTO_PROBE_FROM else "probe"
+
+
+def check_method(method: str | None) -> None:
+    if method is not None and method not in (*METHODS, "auto"):
+        raise TagError(f"unknown method {method!r}; choose from auto, {', '.join(METHODS)}")
+
+
+def fit_stats(store: Store, con: Connection, mat: Matrix | None = None) -> CatalogueStats:
+    """The catalogue statistics a fit standardises with: the index's when it has them, else computed."""
+    record = records.active_index(con)
+    if record is not None and record.stats_mean is not None and record.layout_digest == store.layout.digest:
+        assert record.stats_std is not None
+        return CatalogueStats(record.stats_mean, record.stats_std, int(record.stats_count))
+    if mat is not None:
+        return CatalogueStats.from_embeddings(mat.vectors)
+    return CatalogueStats.from_chunks(raw for _, raw in track_sql.iter_embeddings(con, store.layout.dim))
+
+
+def fit(store: Store, con: Connection, name: str, examples: list[Example], method: str, mat: Matrix | None = None) -> TagModel:
+    """Fit a TagModel from resolved examples against the catalogue (``mat`` serves the sample from memory)."""
+    pos = [e for e in examples if e.label > 0]
+    neg = [e for e in examples if e.label <= 0]
+    if not pos:
+        raise TagError(f"tag {name!r} has no positive examples; give at least one with --examples")
+
+    def vectors(exs: list[Example]) -> np.ndarray:
+        ids = [e.track_id for e in exs if e.track_id is not None]
+        stored = store.embeddings(ids, con) if ids else np.zeros((0, store.layout.dim), np.float32)
+        outside = [e.vector for e in exs if e.track_id is None]
+        return np.concatenate([stored, np.stack(outside)]) if outside else stored
+
+    labelled = {e.track_id for e in examples if e.track_id is not None}
+    pool = mat.ids if mat is not None else track_sql.embedding_ids(con)
+    if not neg and len(np.setdiff1d(pool, np.fromiter(labelled, np.int64, len(labelled)))) == 0:
+        raise TagError(
+            f"tag {name!r} has only positive examples and the catalogue has no other tracks to contrast them "
+            "with; add tracks with `tagstore add` or give --negatives"
+        )
+    rows = mat.rows if mat is not None else (lambda ids: store.embeddings(ids.tolist(), con))
+    stats = fit_stats(store, con, mat)
+    model, _ = fit_examples(name, vectors(pos), vectors(neg), pool, rows, labelled, stats, method)
+    return model
+
+
+def score_catalogue(
+    store: Store, con: Connection, models: list[TagModel], only_missing_for: list[int] | None = None,
+    mat: Matrix | None = None,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Scores of every stored track (or, with tag ids, tracks missing a score for any of them).
+
+    Returns ids ``(n,)`` int64 and scores ``(n, len(models))`` float32.
+    """
+    if mat is not None:
+        ids, vectors = mat.ids, mat.vectors
+        if only_missing_for is not None:
+            keep = np.isin(ids, tag_sql.missing_scores(con, only_missing_for))
+            ids, vectors = ids[keep], vectors[keep]
+        chunks = iter([(ids, vectors)])
+    elif only_missing_for is None:
+        chunks = track_sql.iter_embeddings(con, store.layout.dim, SCORE_CHUNK)
+    else:
+        missing = tag_sql.missing_scores(con, only_missing_for).tolist()
+        chunks = iter([(np.asarray(missing, dtype=np.int64), store.embeddings(missing, con))])
+    all_ids, all_scores = [], []
+    for ids, raw in chunks:
+        all_ids.append(ids)
+        all_scores.append(score_tags(models, raw).reshape(len(ids), len(models)))
+    if not all_ids:
+        return np.zeros(0, np.int64), np.zeros((0, len(models)), np.float32)
+    return np.concatenate(all_ids), np.concatenate(all_scores).astype(np.float32)
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+@dataclass
+class Refit:
+    """A fitted tag not yet saved: its model and the scores ``(n,)`` of tracks ``ids`` (n,)."""
+
+    model: TagModel
+    ids: np.ndarray
+    scores: np.ndarray
+
+
+def refit(store: Store, con: Connection, name: str, examples: list[Example], choice: str, mat: Matrix) -> Refit:
+    """Fit a tag from its examples and score every track (nothing is written: see :func:`save`)."""
+    model = fit(store, con, name, examples, resolve_method(choice, examples), mat)
+    ids, scores = score_catalogue(store, con, [model], mat=mat)
+    return Refit(model, ids, scores)
+
+
+def save(con: Connection, name: str, done: Refit, examples: list[Example], tag_id: int | None, choice: str) -> int:
+    """Persist a refit: the model, its examples and its scores (in the caller's transaction)."""
+    m = done.model
+    fitted = FittedTag(m.method, choice or m.method, float(m.threshold), _finite_or_none(m.cv_ap), m.to_bytes(), int(m.version))
+    tag_id = tag_sql.save_learned(con, name, fitted, [e.stored() for e in examples], tag_id)
+    tag_sql.write_scores(con, [tag_id], [m.threshold], done.ids, done.scores)
+    return tag_id
+
+
+def add_tag(
+    store: Store,
+    name: str,
+    examples: Sequence[str] = (),
+    negatives: Sequence[str] = (),
+    method: str | None = None,
+) -> TagSummary:
+    """Create or extend a learned tag, refit it and score every track; all or nothing."""
+    t0 = time.perf_counter()
+    name = check_tag_name(name)
+    check_method(method)
+    if not examples and not negatives:
+        raise TagError(f"no examples given for tag {name!r}; pass --examples ID|PATH (and optionally --negatives)")
+    mat = matrix(store)
+    with store.reader() as con:
+        row = tag_sql.tag_row(con, name)
+        if row is not None and row.kind != "learned":
+            raise TagError(f"{name!r} is a {row.kind} tag; choose another name for a learned tag")
+        if track_sql.embedding_count(con) == 0 and row is None:
+            raise TagError(f"the store {store.path} is empty; add tracks with `tagstore add` before learning tags")
+        new = resolve_examples(store, examples, 1, con) + resolve_examples(store, negatives, 0, con)
+        merged = merge(stored_examples(con, row.id) if row else [], new)
+        choice = method or (row.method_choice if row and row.method_choice else DEFAULT_METHOD)
+        done = refit(store, con, name, merged, choice, mat)
+    with store.transaction() as con:
+        save(con, name, done, merged, row.id if row else None, choice)
+        (summary,) = list_tags(store, con, names=[name])
+    summary.fit_s = time.perf_counter() - t0
+    return summary
+
+
+def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary:
+    """Drop examples (ids, stored paths or outside paths) from a tag and refit it."""
+    name = check_tag_name(name)
+    mat = matrix(store)
+    with store.reader() as con:
+        tag_id = require_learned(con, name)
+        keep = stored_examples(con, tag_id)
+        for item in items:
+            before = len(keep)
+            found = store.find(item, con)
+            if found is not None:
+                keep = [e for e in keep if e.track_id != found.id]
+            else:
+                full = str(Path(item).expanduser().absolute())
+                keep = [e for e in keep if e.track_id is not None or e.path != full]
+            if len(keep) == before:
+                raise TagError(f"{item!r} is not an example of {name!r}; see `tagstore tag-examples {name}`")
+        row = tag_sql.tag_row(con, name)
+        choice = (row.method_choice if row else None) or DEFAULT_METHOD
+        done = refit(store, con, name, keep, choice, mat)
+    with store.transaction() as con:
+        save(con, name, done, keep, tag_id, choice)
+        (summary,) = list_tags(store, con, names=[name])
+    return summary
+
+
+def remove_tag(store: Store, name: str) -> None:
+    """Delete a learned tag with its examples, scores and suggestions."""
+    with store.transaction() as con:
+        tag_sql.delete_tag(con, require_learned(con, check_tag_name(name)))
+
+
+def _load_models(con: Connection, names: Sequence[str] | None = None) -> list[tuple[int, str, TagModel]]:
+    return [(tid, name, TagModel.from_bytes(blob)) for tid, name, blob in tag_sql.learned_models(con, names)]
+
+
+def rescore(store: Store, names: Sequence[str] | None = None, all_tracks: bool = False) -> dict[str, Any]:
+    """Score tracks that lack a score for the learned tags (``all_tracks``: rescore every track)."""
+    t0 = time.perf_counter()
+    with store.reader() as con:
+        for name in names or ():
+            require_learned(con, name)
+        models = _load_models(con, names)
+        if not models:
+            return {"tags": 0, "tracks": 0, "seconds": time.perf_counter() - t0}
+        tag_ids = [m[0] for m in models]
+        n_missing = len(tag_sql.missing_scores(con, tag_ids)) if not all_tracks else None
+    # A few new tracks are read from DuckDB directly; a big rescore goes through the mapped copy.
+    mat = matrix(store) if all_tracks or (n_missing or 0) > RESCORE_FROM_MATRIX else None
+    with store.reader() as con:
+        ids, scores = score_catalogue(store, con, [m[2] for m in models], None if all_tracks else tag_ids, mat)
+    if len(ids):
+        with store.transaction() as con:
+            tag_sql.write_scores(con, tag_ids, [float(m[2].threshold) for m in models], ids, scores)
+    return {"tags": len(models), "tracks": int(len(ids)), "seconds": time.perf_counter() - t0}
+
+
+def refit_all(store: Store) -> list[str]:
+    """Refit every learned tag from its examples (after re-embedding) and rescore the catalogue.
+
+    Outside-file examples are re-embedded from their paths; those whose file is gone are dropped with
+    a warning. Model tags of embedders no longer in the layout are removed. Returns the refitted names.
+    """
+    with store.transaction() as con:
+        tag_sql.drop_model_tags_except(con, [b.name for b in store.layout.blocks])
+        external = tag_sql.all_external_examples(con)
+        for tag_id, digest, path in external:
+            try:
+                vec = store.embedder().embed_file(path).vector
+            except (AudioError, OSError) as exc:
+                log.warning("dropping the outside example %s of tag %d: %s", path, tag_id, exc)
+                tag_sql.delete_external_example(con, tag_id, digest)
+                continue
+            tag_sql.set_external_vector(con, tag_id, digest, vec)
+        learned = tag_sql.learned_tags(con)
+    mat = matrix(store) if learned else None
+    refitted = []
+    for tag_id, name, method in learned:
+        done = None
+        with store.reader() as con:
+            examples = stored_examples(con, tag_id)
+            choice = method or DEFAULT_METHOD
+            if not any(e.label > 0 for e in examples):
+                log.warning("tag %r has no positive examples left; it keeps no scores until you add some", name)
+            else:
+                assert mat is not None
+                done = refit(store, con, name, examples, choice, mat)
+        with store.transaction() as con:
+            tag_sql.clear_scores(con, tag_id)
+            if done is not None:
+                save(con, name, done, examples, tag_id, choice)
+                refitted.append(name)
+    return refitted
+
