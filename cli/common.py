@@ -13,8 +13,9 @@ from typing import Any
 
 import typer
 
-STORE_ENV = "TAGSTORE_STORE"
-CONFIG_ENV = "TAGSTORE_CONFIG"
+from tagstore import config
+
+STORE_ENV = config.STORE_ENV
 
 
 class State:
@@ -24,44 +25,33 @@ class State:
     quiet: bool = False
 
 
-def config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(os.environ.get(CONFIG_ENV) or os.path.join(base, "tagstore", "config.toml"))
-
-
-def default_store() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "tagstore" / "store"
+def settings() -> config.Settings:
+    """This command's settings: flag > environment > config file > default (:class:`tagstore.config.Settings`)."""
+    return config.Settings.resolve({"store": State.store})
 
 
 def resolve_store(flag: Path | None) -> Path:
     """The store folder, in this order: --store > $TAGSTORE_STORE > config file `store = ...` > default."""
-    if flag is not None:
-        return flag.expanduser()
-    env = os.environ.get(STORE_ENV)
-    if env:
-        return Path(env).expanduser()
-    cfg = config_path()
-    if cfg.is_file():
-        import tomllib
-
-        with cfg.open("rb") as fh:
-            value = tomllib.load(fh).get("store")
-        if value:
-            return Path(value).expanduser()
-    return default_store()
+    return config.Settings.resolve({"store": flag}).store
 
 
 def store_path() -> Path:
-    return resolve_store(State.store)
+    return settings().store
+
+
+def runtime(s: config.Settings | None = None) -> dict[str, Any]:
+    """What building embedders needs from the settings."""
+    s = s or settings()
+    return {"weights_dir": str(s.weights_dir), "threads": s.threads}
 
 
 @contextlib.contextmanager
 def open_store() -> Iterator[Any]:
     """The store for this command, its cached connection closed when the command ends."""
-    from tagstore.store import Store
+    from tagstore import api
 
-    store = Store.open(store_path())
+    s = settings()
+    store = api.open(s.store, runtime=runtime(s))
     try:
         with store.session():
             yield store

@@ -16,7 +16,7 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="Print the mode
     """Each model: embedding size, input rate, licence and whether its weights are in the cache."""
     from tagstore import api
 
-    infos = api.list_models()
+    infos = api.list_models(common.settings().weights_dir)
     if json_out:
         common.echo_json([m.to_dict() for m in infos])
         return
@@ -34,7 +34,7 @@ def fetch_cmd(name: str = typer.Argument(..., help="Model name, e.g. musicnn."))
     """Download a model's published weights, verify their digest and install them in the cache."""
     from tagstore import api
 
-    folder = api.fetch_model(name, progress=common.info)
+    folder = api.fetch_model(name, progress=common.info, weights_dir=common.settings().weights_dir)
     typer.echo(str(folder))
 
 
@@ -49,5 +49,5 @@ def import_cmd(
     """Install a model's weights from a local file (no network); its digest is verified."""
     from tagstore import api
 
-    folder = api.import_model(name, file, unverified=unverified, progress=common.info)
+    folder = api.import_model(name, file, unverified=unverified, progress=common.info, weights_dir=common.settings().weights_dir)
     typer.echo(str(folder))

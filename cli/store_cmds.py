@@ -12,14 +12,16 @@ from tagstore.cli import common
 
 def init(
     path: Optional[Path] = typer.Argument(None, help="Store folder (default: --store / $TAGSTORE_STORE / per-user)."),
-    embedders: str = typer.Option("dsp", "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn."),
-    index: str = typer.Option("Flat", "--index", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,Flat ..."),
+    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn (default: config `embedders`, else dsp)."),
+    index: Optional[str] = typer.Option(None, "--index", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,Flat ... (default: config `index`, else Flat)."),
     json_out: bool = typer.Option(False, "--json", help="Print the new store's info as JSON."),
 ) -> None:
     """Create a store: a DuckDB catalogue and a folder for its vector index."""
     from tagstore import api
 
-    store = api.init(path or common.store_path(), embedders=embedders, factory=index)
+    s = common.settings()
+    embedders, index = embedders or s.embedders, index or s.index
+    store = api.init(path or s.store, embedders=embedders, factory=index, runtime=common.runtime(s))
     if json_out:
         common.echo_json(api.info(store))
     else:

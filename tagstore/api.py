@@ -15,7 +15,7 @@ functions, and a Python user calls them the same way::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,14 +49,20 @@ __all__ = [
 # --- the store ----------------------------------------------------------------------------------
 
 
-def init(path: str | os.PathLike[str], embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY) -> Store:
-    """Create a store folder with an empty catalogue for the given embedder spec(s) and index factory."""
-    return Store.init(path, embedders=embedders, factory=factory)
+def init(
+    path: str | os.PathLike[str], embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY,
+    runtime: Mapping[str, Any] | None = None,
+) -> Store:  # fmt: skip
+    """Create a store folder with an empty catalogue for the given embedder spec(s) and index factory.
+
+    ``runtime``: ``weights_dir`` / ``threads`` for building the embedders (:class:`tagstore.config.Settings`).
+    """
+    return Store.init(path, embedders=embedders, factory=factory, runtime=runtime)
 
 
-def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - mirrors Store.open
-    """Open an existing store."""
-    return Store.open(path)
+def open(path: str | os.PathLike[str], runtime: Mapping[str, Any] | None = None) -> Store:  # noqa: A001
+    """Open an existing store (``runtime`` as for :func:`init`)."""
+    return Store.open(path, runtime=runtime)
 
 
 def info(store: Store) -> dict[str, Any]:

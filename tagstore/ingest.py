@@ -237,7 +237,7 @@ def re_embed(store: Store, embedders: str | None = None, progress: Progress | No
     transaction only when every track has one. Returns the embedder now in use (``store.layout`` follows).
     The caller holds the write lock, and rebuilds the index and refits the tags afterwards.
     """
-    embedder = TrackEmbedder.from_spec(embedders or store.layout.spec)
+    embedder = TrackEmbedder.from_spec(embedders or store.layout.spec, store.runtime)
     digest = embedder.layout.digest
     with store.transaction() as con:
         todo, total = track_sql.start_staging(con, digest)

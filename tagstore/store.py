@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,8 +48,12 @@ class OutsideFile:
 class Store:
     """A tagstore folder. Construct with :meth:`init` or :meth:`open`."""
 
-    def __init__(self, path: Path, layout: Layout, factory: str, con: Any | None = None) -> None:
+    def __init__(
+        self, path: Path, layout: Layout, factory: str, con: Any | None = None, runtime: Mapping[str, Any] | None = None
+    ) -> None:
         self.path = path
+        self.runtime = dict(runtime or {})
+        """Settings for building embedders that do not change their output: ``weights_dir``, ``threads``."""
         self.layout = layout
         self.factory = factory
         self._con = con  # read-only connection kept for a session (see :meth:`session`)
@@ -61,7 +65,10 @@ class Store:
     # --- lifecycle ------------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: str | Path, embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY) -> Store:
+    def init(
+        cls, path: str | Path, embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY,
+        runtime: Mapping[str, Any] | None = None,
+    ) -> Store:  # fmt: skip
         """Create a store folder with an empty catalogue for the given embedder spec(s)."""
         from tagstore import indexes
         from tagstore.embedders.host import TrackEmbedder
@@ -71,20 +78,23 @@ class Store:
             raise StoreExistsError(f"a store already exists at {path}; use it, or choose another folder")
         if path.exists() and not path.is_dir():
             raise StoreExistsError(f"{path} is a file, not a folder; choose a folder for the store")
-        embedder = TrackEmbedder.from_spec(embedders)
+        embedder = TrackEmbedder.from_spec(embedders, runtime)
         layout = embedder.layout
         indexes.create(factory, layout.dim, device="cpu")  # refuses a factory FAISS cannot build
         path.mkdir(parents=True, exist_ok=True)
         (path / cat.INDEX_DIR).mkdir(exist_ok=True)
         meta = {"layout": layout.to_json(), "index_factory": factory, "generation": "0", "created_by": "tagstore"}
         cat.create(path, meta)
-        store = cls(path, layout, factory)
+        store = cls(path, layout, factory, runtime=runtime)
         store._embedder = embedder
         return store
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        """Open an existing store; raises StoreNotFoundError / StoreFormatError / StoreBusyError."""
+    def open(cls, path: str | Path, runtime: Mapping[str, Any] | None = None) -> Store:
+        """Open an existing store; raises StoreNotFoundError / StoreFormatError / StoreBusyError.
+
+        ``runtime``: ``weights_dir`` / ``threads`` for building its embedders (see :attr:`runtime`).
+        """
         path = Path(path).expanduser().absolute()
         if not path.is_dir():
             raise StoreNotFoundError(
@@ -93,7 +103,7 @@ class Store:
         con = cat.connect(path, read_only=True)
         layout = Layout.from_json(cat.get_meta(con, "layout") or "[]")
         factory = cat.get_meta(con, "index_factory", DEFAULT_FACTORY) or DEFAULT_FACTORY
-        return cls(path, layout, factory, con)  # the connection serves a session that follows, else closes
+        return cls(path, layout, factory, con, runtime)  # the connection serves a session that follows, else closes
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Store]:
@@ -161,7 +171,7 @@ class Store:
         from tagstore.embedders.host import TrackEmbedder
 
         if self._embedder is None or self._embedder.layout.digest != self.layout.digest:
-            self._embedder = TrackEmbedder.from_layout(self.layout)
+            self._embedder = TrackEmbedder.from_layout(self.layout, self.runtime)
         else:
             self._embedder.check(self.layout)  # cheap: the backends describe themselves again
         return self._embedder

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tagstore.catalogue.schema import FORMAT_VERSION, SCHEMA
+from tagstore.catalogue.schema import ADDITIONS, FORMAT_VERSION, SCHEMA, additions_digest
 from tagstore.errors import StoreBusyError, StoreExistsError, StoreFormatError, StoreNotFoundError
 
 __all__ = [
@@ -78,7 +78,40 @@ def connect(store: Path, read_only: bool, wait_s: float = 10.0) -> Connection:
                 f"{path} is not a tagstore catalogue ({exc.__class__.__name__}); point --store at a store folder"
             ) from exc
     check_format(con, store)
+    if get_meta(con, ADDITIONS_KEY) != additions_digest():
+        con = _add_schema(store, con, read_only)
     return con
+
+
+ADDITIONS_KEY = "schema_additions"
+
+
+def _apply_additions(con: Connection) -> None:
+    for statement in ADDITIONS:
+        con.execute(statement)
+    set_meta(con, ADDITIONS_KEY, additions_digest())
+
+
+def _add_schema(store: Path, con: Connection, read_only: bool) -> Connection:
+    """Bring an older store's tables up to :data:`ADDITIONS` (reopening read-write briefly if needed)."""
+    import duckdb
+
+    if not read_only:
+        _apply_additions(con)
+        return con
+    con.close()
+    try:
+        rw = duckdb.connect(str(catalogue_path(store)))
+    except duckdb.IOException as exc:
+        if not _is_lock_error(exc):
+            raise StoreFormatError(f"cannot upgrade the tables of {catalogue_path(store)}: {exc}") from exc
+        # Another process holds the catalogue open; the next connection upgrades. Read it as it is meanwhile.
+        return duckdb.connect(str(catalogue_path(store)), read_only=True)
+    try:
+        _apply_additions(rw)
+    finally:
+        rw.close()
+    return duckdb.connect(str(catalogue_path(store)), read_only=True)
 
 
 def _lock_holder(exc: Exception) -> str:
@@ -127,6 +160,7 @@ def create(store: Path, meta: dict[str, str]) -> None:
     con = duckdb.connect(str(tmp))
     try:
         con.execute(SCHEMA)
+        _apply_additions(con)
         set_meta(con, "format_version", str(FORMAT_VERSION))
         for key, value in meta.items():
             set_meta(con, key, value)

@@ -104,3 +104,15 @@ CREATE TABLE index_versions (
     active BOOLEAN NOT NULL
 );
 """
+
+ADDITIONS: tuple[str, ...] = ()
+"""Idempotent DDL added since format 1 (``CREATE TABLE IF NOT EXISTS ...``, ``ALTER TABLE ... ADD COLUMN IF
+NOT EXISTS ...``), in order. A store whose recorded digest of these differs gets them applied by the next
+connection (:func:`tagstore.catalogue.connect`); a new store gets them at ``init``. Append, never edit."""
+
+
+def additions_digest() -> str:
+    """Identifies the :data:`ADDITIONS` a store has (recorded in ``meta`` as ``schema_additions``)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(ADDITIONS).encode()).hexdigest()[:16]

@@ -7,6 +7,8 @@ Several specs joined by commas form a combined embedding (``"dsp,musicnn"``).
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from tagstore.embedders.base import Embedder
@@ -59,8 +61,12 @@ def parse_specs(specs: str | list[str]) -> list[tuple[str, dict[str, str]]]:
     return parsed
 
 
-def create(name: str, options: dict[str, Any] | None = None) -> Embedder:
-    """Import and build the backend ``name`` with ``options`` (strings from a spec, or typed values)."""
+def create(name: str, options: dict[str, Any] | None = None, runtime: Mapping[str, Any] | None = None) -> Embedder:
+    """Import and build the backend ``name`` with ``options`` (strings from a spec, or typed values).
+
+    ``runtime``: settings that do not change the output (``weights_dir``, ``threads``), passed to the
+    backends that take them; an option of the spec wins.
+    """
     if name not in REGISTRY:
         raise UnknownEmbedderError(f"unknown embedder {name!r}; choose from {', '.join(available())}")
     target, extra = REGISTRY[name]
@@ -75,4 +81,9 @@ def create(name: str, options: dict[str, Any] | None = None) -> Embedder:
             f"embedder {name!r} needs the package {exc.name!r}, which is not installed; run: {hint}"
         ) from exc
     cls = getattr(module, cls_name)
-    return cls(**(options or {}))
+    kwargs = dict(options or {})
+    accepted = inspect.signature(cls.__init__).parameters
+    for key, value in (runtime or {}).items():
+        if value is not None and key in accepted and key not in kwargs:
+            kwargs[key] = value
+    return cls(**kwargs)

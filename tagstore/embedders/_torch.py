@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from tagstore.config import default_threads, parse_threads
 from tagstore.errors import EmbedderError, MissingDependencyError
 
-THREADS_ENV = "TAGSTORE_THREADS"
 """CPU threads for torch when an embedder's ``threads`` option is not given (shared with musicnn)."""
 
 TRUE = ("1", "true", "yes", "on")
@@ -60,6 +60,14 @@ def parse_positive(name: str, key: str, value: object, kind: type = float) -> An
     return number
 
 
+def resolve_threads(name: str, threads: int | str | None) -> int:
+    """The one thread rule of every torch backend: the option, else :func:`tagstore.config.default_threads`
+    (``$TAGSTORE_THREADS``, ``$OMP_NUM_THREADS``, the usable CPUs)."""
+    if threads in (None, ""):
+        return default_threads()
+    return parse_threads(threads, name, EmbedderError)
+
+
 def check_device(name: str, device: str) -> None:
     """Refuse a ``device`` option other than ``auto``, ``cpu`` or ``cuda`` (before any weights are read)."""
     if device not in ("auto", "cpu", "cuda"):
@@ -69,17 +77,11 @@ def check_device(name: str, device: str) -> None:
 def setup_torch(name: str, device: str, threads: int | str | None) -> tuple[Any, Any]:
     """Import torch, apply the thread count and resolve ``device`` (``auto``, ``cpu`` or ``cuda``).
 
-    Threads: the option, else ``$TAGSTORE_THREADS``, else torch's default capped at the CPUs this process
-    may use. Returns ``(torch, torch.device)``.
+    Threads: :func:`resolve_threads`. Returns ``(torch, torch.device)``.
     """
     check_device(name, device)
     torch = import_torch(name)
-    raw = threads if threads not in (None, "") else os.environ.get(THREADS_ENV)
-    if raw in (None, ""):
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        n = min(torch.get_num_threads(), cpus)
-    else:
-        n = parse_positive(name, "threads", raw, int)
+    n = resolve_threads(name, threads)
     if n != torch.get_num_threads():
         torch.set_num_threads(n)
     if device == "cuda" and not torch.cuda.is_available():

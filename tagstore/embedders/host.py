@@ -9,9 +9,10 @@ is not embedded (as musicnn and VGGish do).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -114,14 +115,17 @@ class TrackEmbedder:
         self.min_duration_s = max(e.min_duration_s for e in self.embedders)
 
     @classmethod
-    def from_spec(cls, spec: str | list[str]) -> TrackEmbedder:
-        """Build from ``"dsp"`` / ``"dsp,musicnn:model=MTT"``; imports only the named backends."""
-        return cls([create(name, opts) for name, opts in parse_specs(spec)])
+    def from_spec(cls, spec: str | list[str], runtime: Mapping[str, Any] | None = None) -> TrackEmbedder:
+        """Build from ``"dsp"`` / ``"dsp,musicnn:model=MTT"``; imports only the named backends.
+
+        ``runtime``: ``weights_dir`` / ``threads`` for the backends that take them.
+        """
+        return cls([create(name, opts, runtime) for name, opts in parse_specs(spec)])
 
     @classmethod
-    def from_layout(cls, layout: Layout) -> TrackEmbedder:
+    def from_layout(cls, layout: Layout, runtime: Mapping[str, Any] | None = None) -> TrackEmbedder:
         """Rebuild the embedders of a stored layout and check that they still compute the same vectors."""
-        built = cls.from_spec([b.spec for b in layout.blocks])
+        built = cls.from_spec([b.spec for b in layout.blocks], runtime)
         built.check(layout)
         return built
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tagstore.embedders import _torch
 from tagstore.embedders.base import Embedder
 from tagstore.errors import EmbedderError, MissingDependencyError
 
@@ -47,7 +48,6 @@ BN_EPS = 1e-3
 """``tf.compat.v1.layers.batch_normalization`` default epsilon."""
 MODELS = ("MSD", "MTT")
 LAYERS = {"max_pool": 753, "penultimate": 200}
-THREADS_ENV = "TAGSTORE_THREADS"
 
 MTT_TAGS = (
     "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
@@ -308,23 +308,6 @@ def _round_half(x: Any) -> Any:
 # --- the embedder --------------------------------------------------------------------------------
 
 
-def _threads(value: int | str | None) -> int:
-    """CPU workers: the option, else ``$TAGSTORE_THREADS``, else ``$OMP_NUM_THREADS``, else the usable CPUs."""
-    raw = value
-    for env in (THREADS_ENV, "OMP_NUM_THREADS"):
-        if raw in (None, ""):
-            raw = os.environ.get(env)
-    if raw in (None, ""):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        n = int(raw)  # type: ignore[arg-type]
-    except ValueError:
-        raise EmbedderError(f"musicnn: threads must be a whole number, got {raw!r}") from None
-    if n < 1:
-        raise EmbedderError(f"musicnn: threads must be at least 1, got {n}")
-    return n
-
-
 class MusicnnEmbedder(Embedder):
     """musicnn embeddings and its 50 tags, from the original weights, in PyTorch.
 
@@ -333,7 +316,7 @@ class MusicnnEmbedder(Embedder):
     ``layer`` ``"max_pool"`` (default, 753-d: the front and mid end max-pooled over time) or
     ``"penultimate"`` (200-d dense layer); ``device`` ``"auto"`` (CUDA when available), ``"cpu"`` or
     ``"cuda"``; ``threads`` (parallel CPU workers, else ``$TAGSTORE_THREADS``, ``$OMP_NUM_THREADS`` or the
-    usable CPUs; each runs torch single-threaded, so building one sets ``torch.set_num_threads(1)``);
+    usable CPUs: :func:`tagstore.embedders._torch.resolve_threads`; each runs torch single-threaded, so building one sets ``torch.set_num_threads(1)``);
     ``weights_dir`` (else the cache).
 
     A window is the audio of one original patch: 48128 samples (3.008 s) at 16 kHz every 47872 (2.992 s),
@@ -387,7 +370,7 @@ class MusicnnEmbedder(Embedder):
         from safetensors.numpy import load_file
 
         self._torch = torch
-        self.threads = _threads(threads)
+        self.threads = _torch.resolve_threads(self.name, threads)
         if device == "cuda" and not torch.cuda.is_available():
             raise EmbedderError("musicnn: device 'cuda' asked for but torch sees no CUDA device; use device=cpu")
         self.device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")

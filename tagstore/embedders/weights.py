@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tagstore.config import WEIGHTS_ENV, default_weights_dir
 from tagstore.errors import EmbedderError, MissingWeightsError, PathNotFoundError, WeightsDigestError
 from tagstore.fileio import atomic_write, file_hash, fsync_dir
 
@@ -37,7 +38,6 @@ __all__ = [
     "is_published", "digest_matches", "pinned_digest",
 ]
 
-WEIGHTS_ENV = "TAGSTORE_WEIGHTS_DIR"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
@@ -165,15 +165,6 @@ BUNDLES: dict[str, WeightsBundle] = {
 
 
 # --- the cache ------------------------------------------------------------------------------------
-
-
-def default_weights_dir() -> Path:
-    """``$TAGSTORE_WEIGHTS_DIR``, else ``$XDG_CACHE_HOME/tagstore/weights``, else ``~/.cache/tagstore/weights``."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tagstore" / "weights"
 
 
 def bundle_dir(bundle: WeightsBundle, weights_dir: Path | None = None) -> Path:
