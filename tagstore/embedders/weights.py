@@ -282,13 +282,18 @@ def download(bundle: WeightsBundle, dest: Path, progress: Progress | None = None
     target = dest / bundle.file_name
     say(f"downloading {bundle.source}")
     try:
-        with urllib.request.urlopen(bundle.source, timeout=60) as resp, open(target, "wb") as out:
-            total, size = int(resp.headers.get("Content-Length") or 0), 0
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                size += len(block)
-                if total:
-                    say(f"  {size / 1e6:.1f} / {total / 1e6:.1f} MB")
+        with urllib.request.urlopen(bundle.source, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+
+            def copy(out: Any) -> None:
+                size = 0
+                for block in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(block)
+                    size += len(block)
+                    if total:
+                        say(f"  {size / 1e6:.1f} / {total / 1e6:.1f} MB")
+
+            atomic_write(target, copy)  # a broken-off download never leaves a partial file
     except OSError as exc:
         raise EmbedderError(
             f"could not download {bundle.source} ({exc}); check the network, or download it elsewhere "
