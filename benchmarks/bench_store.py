@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from tagstore import api
 from tagstore import catalogue as cat
 from tagstore.layout import Block, Layout
 from tagstore.store import Store
@@ -52,7 +53,7 @@ def bench_ingest(n_clips: int, seconds: float, workdir: Path) -> dict[str, float
         sf.write(str(music / f"clip{i:04d}.flac"), synth_clip(seconds, 44100, i), 44100)
     store = Store.init(workdir / "ingest-store", embedders="dsp")
     t0 = time.perf_counter()
-    report = store.add([music])
+    report = api.add(store, [music])
     wall = time.perf_counter() - t0
     assert len(report.added) == n_clips, report.failed
     return {"clips": n_clips, "audio_s": report.audio_seconds, "wall_s": wall}
@@ -105,19 +106,19 @@ def bench_search(n: int, dim: int, workdir: Path, queries: int) -> dict[str, flo
     store = synthetic_store(workdir / f"s{n}", n, dim)
     fill = time.perf_counter() - t0
     t0 = time.perf_counter()
-    store.rebuild()
+    api.rebuild(store)
     rebuild = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     cli_query_times(store, [1], 10)  # warm the page cache
     cli = cli_query_times(store, [int(i) for i in rng.integers(1, n + 1, 7)], 10)
     qids = [int(i) for i in rng.integers(1, n + 1, queries)]
     with store.session():  # one catalogue connection and one loaded index for the whole loop
-        store.similar(qids[0], k=10)
+        api.similar(store, qids[0], k=10)
         t0 = time.perf_counter()
         for qid in qids:
-            store.similar(qid, k=10)
+            api.similar(store, qid, k=10)
         inproc = queries / (time.perf_counter() - t0)
-    size = store.info()["index"]["size_bytes"]
+    size = api.info(store)["index"]["size_bytes"]
     return {"n": n, "dim": dim, "fill_s": fill, "rebuild_s": rebuild, "cli_median_s": statistics.median(cli),
             "cli_max_s": max(cli), "inproc_qps": inproc, "index_mb": size / 1e6}  # fmt: skip
 

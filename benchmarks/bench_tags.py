@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_store import synthetic_store  # noqa: E402
 
 from tagstore import catalogue as cat  # noqa: E402
-from tagstore import tagging  # noqa: E402
+from tagstore import api  # noqa: E402
 from tagstore.layout import Layout  # noqa: E402
 
 
@@ -56,20 +56,20 @@ def main() -> None:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         store = synthetic_store(Path(tmp) / "s", args.tracks, args.dim)
-        store.rebuild()  # the index record carries the catalogue statistics, as in a real store
+        api.rebuild(store)  # the index record carries the catalogue statistics, as in a real store
         add_times = []
         for r in range(args.repeats):
             examples = [str(i) for i in rng.choice(np.arange(1, args.tracks + 1), args.examples, replace=False)]
             t0 = time.perf_counter()
-            summary = tagging.add_tag(store, f"bench-{r}", examples, method="ensemble")
+            summary = api.add_tag(store, f"bench-{r}", examples, method="ensemble")
             add_times.append(time.perf_counter() - t0)
             assert summary.scored == args.tracks
         for t in range(args.repeats, args.tags):  # the rest of the 50 tags, untimed
             examples = [str(i) for i in rng.choice(np.arange(1, args.tracks + 1), args.examples, replace=False)]
-            tagging.add_tag(store, f"bench-{t}", examples, method="ensemble")
+            api.add_tag(store, f"bench-{t}", examples, method="ensemble")
         add_tracks(store, args.tracks + 1, args.new, seed=1)
         t0 = time.perf_counter()
-        result = tagging.rescore(store)
+        result = api.tag(store)
         tag_s = time.perf_counter() - t0
         assert result == {**result, "tags": args.tags, "tracks": args.new}, result
     print("| operation | tracks | dim | median s | min s | target |")
