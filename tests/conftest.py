@@ -58,6 +58,14 @@ def write_clip(path: Path, kind: str, seconds: float = 3.0, sr: int = SR, seed: 
     return path
 
 
+def rows(store, sql: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """The rows of a read-only query on a store's catalogue (tests look inside; the library never does this)."""
+    from tagstore import catalogue as cat
+
+    with cat.reading(store.path) as con:
+        return con.execute(sql).fetchall()
+
+
 KINDS = ("tone", "chord", "noise", "clicks")
 
 

@@ -20,11 +20,6 @@ from tagstore.errors import (
 from tagstore.store import Store
 
 
-def _rows(store: Store, sql: str) -> list[tuple]:
-    with cat.reading(store.path) as con:
-        return con.execute(sql).fetchall()
-
-
 def test_init_and_open_errors(tmp_path: Path, store: Store) -> None:
     with pytest.raises(StoreExistsError):
         Store.init(store.path)

@@ -12,11 +12,6 @@ from tagstore import catalogue as cat
 from tagstore.store import Store
 
 
-def _rows(store: Store, sql: str) -> list[tuple]:
-    with cat.reading(store.path) as con:
-        return con.execute(sql).fetchall()
-
-
 def test_deleted_index_is_rebuilt(store: Store, library: Path, caplog: pytest.LogCaptureFixture) -> None:
     api.add(store, [library])
     before = api.similar(store, 1, k=5)[1]

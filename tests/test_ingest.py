@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_clip
+from conftest import rows, write_clip
 
 from tagstore import api
-from tagstore import catalogue as cat
 from tagstore.errors import (
     PathNotFoundError,
     StoreBusyError,
@@ -22,19 +21,14 @@ from tagstore.errors import (
 from tagstore.store import Store
 
 
-def _rows(store: Store, sql: str) -> list[tuple]:
-    with cat.reading(store.path) as con:
-        return con.execute(sql).fetchall()
-
-
 def test_add_is_idempotent(store: Store, library: Path) -> None:
     first = api.add(store, [library])
     assert len(first.added) == 12 and not first.failed
     again = api.add(store, [library])
     assert again.added == [] and len(again.skipped) == 12
     assert all("already in the store" in s["reason"] for s in again.skipped)
-    assert _rows(store, "SELECT count(*), count(DISTINCT content_hash) FROM tracks") == [(12, 12)]
-    assert _rows(store, "SELECT count(*) FROM embeddings") == [(12,)]
+    assert rows(store, "SELECT count(*), count(DISTINCT content_hash) FROM tracks") == [(12, 12)]
+    assert rows(store, "SELECT count(*) FROM embeddings") == [(12,)]
 
 
 def test_same_content_under_another_path_is_skipped(store: Store, library: Path, tmp_path: Path) -> None:
@@ -66,20 +60,20 @@ def test_bad_file_in_folder_is_skipped_with_reason(store: Store, library: Path) 
 def test_dry_run_changes_nothing(store: Store, library: Path) -> None:
     report = api.add(store, [library], dry_run=True)
     assert len(report.added) == 12 and report.dry_run
-    assert _rows(store, "SELECT count(*) FROM tracks") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM tracks") == [(0,)]
 
 
 def test_missing_path_raises_before_anything_is_added(store: Store, library: Path) -> None:
     with pytest.raises(PathNotFoundError, match="nothing was added"):
         api.add(store, [library, library / "nope"])
-    assert _rows(store, "SELECT count(*) FROM tracks") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM tracks") == [(0,)]
 
 
 def test_remove_drops_track_from_catalogue_and_index(store: Store, library: Path) -> None:
     api.add(store, [library])
     removed = api.remove(store, ["3"])
     assert [t.id for t in removed] == [3]
-    assert _rows(store, "SELECT count(*) FROM tracks WHERE id = 3") == [(0,)]
+    assert rows(store, "SELECT count(*) FROM tracks WHERE id = 3") == [(0,)]
     assert all(h.id != 3 for h in api.similar(store, 1, k=20)[1])
     assert api.info(store)["index"]["count"] == 11
     with pytest.raises(TrackNotFoundError):
@@ -99,7 +93,7 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(store: Store, tmp_path
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                committed = _rows(store, "SELECT count(*) FROM tracks")[0][0]
+                committed = rows(store, "SELECT count(*) FROM tracks")[0][0]
             except StoreBusyError:
                 committed = 0
             if committed >= 4:
@@ -109,12 +103,12 @@ def test_killed_ingest_resumes_without_loss_or_duplicates(store: Store, tmp_path
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    partial = _rows(store, "SELECT count(*) FROM tracks")[0][0]
+    partial = rows(store, "SELECT count(*) FROM tracks")[0][0]
     assert 4 <= partial < n, "the run must have been killed part-way"
-    assert _rows(store, "SELECT count(*) FROM embeddings")[0][0] == partial  # whole batches only
+    assert rows(store, "SELECT count(*) FROM embeddings")[0][0] == partial  # whole batches only
     report = api.add(store, [folder])
     assert len(report.added) == n - partial and len(report.skipped) == partial and not report.failed
-    assert _rows(store, "SELECT count(*), count(DISTINCT path), count(DISTINCT content_hash) FROM tracks") == [(n, n, n)]
-    assert _rows(store, "SELECT count(*) FROM embeddings")[0][0] == n
+    assert rows(store, "SELECT count(*), count(DISTINCT path), count(DISTINCT content_hash) FROM tracks") == [(n, n, n)]
+    assert rows(store, "SELECT count(*) FROM embeddings")[0][0] == n
     assert api.info(store)["index"]["count"] == n
     assert len(api.similar(store, 1, k=n)[1]) == n - 1

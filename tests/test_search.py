@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_clip
+from conftest import rows, write_clip
 
 from tagstore import api
 from tagstore import catalogue as cat
@@ -17,17 +17,12 @@ from tagstore.layout import normalise_blocks
 from tagstore.store import Store
 
 
-def _rows(store: Store, sql: str) -> list[tuple]:
-    with cat.reading(store.path) as con:
-        return con.execute(sql).fetchall()
-
-
 def _exact_top_k(store: Store, query_id: int, k: int) -> tuple[list[int], np.ndarray]:
     from tagstore.derived.index import active_record
 
     with cat.reading(store.path) as con:
         record = active_record(con)
-    ids = [r[0] for r in _rows(store, "SELECT track_id FROM embeddings ORDER BY track_id")]
+    ids = [r[0] for r in rows(store, "SELECT track_id FROM embeddings ORDER BY track_id")]
     vecs = normalise_blocks(store.embeddings(ids), store.layout, record.stats_mean, record.stats_std)
     q = vecs[ids.index(query_id)]
     sims = vecs @ q
