@@ -64,7 +64,7 @@ def rebuild(store: Store, progress: Progress | None = None) -> IndexRecord:
     The caller holds the write lock.
     """
     t0 = time.perf_counter()
-    with cat.reading(store.path) as con:
+    with store.reader() as con:
         generation = cat.generation(con)
         total = track_sql.embedding_count(con)
         stats = catalogue_stats(con, store.layout.dim)
@@ -139,7 +139,7 @@ def _stats_of(record: IndexRecord) -> CatalogueStats | None:
 
 def is_current(store: Store) -> bool:
     """Whether the active index was built from the catalogue as it is (an empty store needs none)."""
-    with cat.reading(store.path) as con:
+    with store.reader() as con:
         record = records.active_index(con)
         if track_sql.embedding_count(con) == 0:
             return True
@@ -149,7 +149,7 @@ def is_current(store: Store) -> bool:
 def sync(store: Store, progress: Progress | None = None) -> IndexRecord | None:
     """Bring the index in step with the catalogue after adds/removes. The caller holds the write lock."""
     t0 = time.perf_counter()
-    with cat.reading(store.path) as con:
+    with store.reader() as con:
         record = records.active_index(con)
         generation = cat.generation(con)
         if record is not None and record.generation == generation:

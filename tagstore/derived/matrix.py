@@ -63,7 +63,7 @@ def matrix(store: Store) -> Matrix:
 
     The caller holds the write lock.
     """
-    with cat.reading(store.path) as con:
+    with store.reader() as con:
         generation = cat.generation(con)
         rec = records.matrix_record(con)
         if not _valid(store, rec, generation):

@@ -88,7 +88,7 @@ def _weightless(name: str) -> ModelInfo:
     return ModelInfo(name, emb.dim, emb.sample_rate, emb.licence, True, "built in", None, None)
 
 
-def fetch(name: str, progress: weights.Progress | None = None, weights_dir: Path | None = None) -> Path:
+def fetch(name: str, progress: weights.Say | None = None, weights_dir: Path | None = None) -> Path:
     """Download ``name``'s weights, verify their digest and install them in the cache; returns its folder.
 
     ``progress`` receives one-line messages. Raises UnknownEmbedderError, EmbedderError (download failed)
@@ -101,7 +101,7 @@ def import_file(
     name: str,
     path: str | Path,
     unverified: bool = False,
-    progress: weights.Progress | None = None,
+    progress: weights.Say | None = None,
     weights_dir: Path | None = None,
 ) -> Path:
     """Install ``name``'s weights from a local copy of its published file; returns the cache folder.

