@@ -15,11 +15,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile as sf
-import soxr
 
 from tagstore import fileio
 from tagstore.errors import EmptyAudioError, NotAudioError, PathNotFoundError
+
+
+def _sf() -> Any:
+    """soundfile, loaded on first use (libsndfile costs tens of ms: a query by id never decodes audio)."""
+    import soundfile
+
+    return soundfile
+
+
+def _soxr() -> Any:
+    """soxr, loaded on first use."""
+    import soxr
+
+    return soxr
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -90,7 +102,7 @@ def _check_path(path: str | os.PathLike[str]) -> str:
 
 
 def _probe_soundfile(path: str) -> AudioInfo:
-    info = sf.info(path)
+    info = _sf().info(path)
     return AudioInfo(
         path=path,
         sample_rate=int(info.samplerate),
@@ -127,7 +139,7 @@ def _probe_pyav(path: str) -> AudioInfo:
 def _decoder_errors() -> tuple[type[BaseException], ...]:
     import av
 
-    return (sf.SoundFileError, av.error.FFmpegError, EOFError)
+    return (_sf().SoundFileError, av.error.FFmpegError, EOFError)
 
 
 def probe(path: str | os.PathLike[str]) -> AudioInfo:
@@ -161,15 +173,15 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
 def _blocks_soundfile(path: str, block: int) -> Iterator[np.ndarray]:
     """Mono float32 blocks of ``block`` samples (the last may be shorter) at the native rate."""
     try:
-        f = sf.SoundFile(path)
-    except sf.SoundFileError as exc:
+        f = _sf().SoundFile(path)
+    except _sf().SoundFileError as exc:
         raise NotAudioError(f"{path} cannot be decoded ({exc}); {_SUPPORTED}") from exc
     with f:
         buffer = np.empty((min(block, max(f.frames, 1)), f.channels), dtype=np.float32)  # reused per block
         while True:
             try:
                 data = f.read(out=buffer)
-            except sf.SoundFileError as exc:
+            except _sf().SoundFileError as exc:
                 raise NotAudioError(f"{path}: decoding failed ({exc}); the file may be damaged") from exc
             if data.shape[0] == 0:
                 return
@@ -233,7 +245,7 @@ def stream_multi(
     else:
         blocks = _blocks_pyav(info.path, native, block)
     resamplers = {
-        r: soxr.ResampleStream(native, r, 1, dtype="float32", quality="HQ") for r in wanted if r != native
+        r: _soxr().ResampleStream(native, r, 1, dtype="float32", quality="HQ") for r in wanted if r != native
     }
 
     def convert(x: np.ndarray, last: bool) -> dict[int, np.ndarray]:
@@ -292,7 +304,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if sr_in == sr_out:
         return x
-    return np.asarray(soxr.resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
+    return np.asarray(_soxr().resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
 
 
 # --- tags and digests ---------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -280,6 +279,8 @@ def download(bundle: WeightsBundle, dest: Path, progress: Say | None = None) -> 
         if not found:
             raise EmbedderError(f"pip reported success but left no file in {dest} for {requirement}")
         return dest / bundle.file_name if (dest / bundle.file_name).is_file() else found[0]
+    import urllib.request  # http.client and ssl load only for a download
+
     target = dest / bundle.file_name
     say(f"downloading {bundle.source}")
     try:

@@ -12,12 +12,34 @@ model (TagModel, serialisation) · fit (fit_tag) · neighbours (propagate, sugge
 
 from __future__ import annotations
 
-from tagstore.learning.fit import FALLBACK_Z, N_FOLDS, UNLABELLED_WEIGHT, fit_tag
-from tagstore.learning.metrics import average_precision, best_f1_threshold
-from tagstore.learning.model import FORMAT_VERSION, METHODS, TagModel, score_tags
-from tagstore.learning.neighbours import Contribution, Explanation, Suggestion, explain, propagate, suggest
-from tagstore.learning.probe import C_DEFAULT, C_GRID, fit_probe
-from tagstore.learning.stats import CatalogueStats
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tagstore.learning.fit import FALLBACK_Z, N_FOLDS, UNLABELLED_WEIGHT, fit_tag
+    from tagstore.learning.metrics import average_precision, best_f1_threshold
+    from tagstore.learning.model import FORMAT_VERSION, METHODS, TagModel, score_tags
+    from tagstore.learning.neighbours import Contribution, Explanation, Suggestion, explain, propagate, suggest
+    from tagstore.learning.probe import C_DEFAULT, C_GRID, fit_probe
+    from tagstore.learning.stats import CatalogueStats
+
+_HOMES = {
+    "fit": ("FALLBACK_Z", "N_FOLDS", "UNLABELLED_WEIGHT", "fit_tag"),
+    "metrics": ("average_precision", "best_f1_threshold"),
+    "model": ("FORMAT_VERSION", "METHODS", "TagModel", "score_tags"),
+    "neighbours": ("Contribution", "Explanation", "Suggestion", "explain", "propagate", "suggest"),
+    "probe": ("C_DEFAULT", "C_GRID", "fit_probe"),
+    "stats": ("CatalogueStats",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, each loaded from its module on first use (``tagstore.learning.stats`` alone stays cheap)."""
+    if name in _HOME_OF:
+        return getattr(importlib.import_module(f"tagstore.learning.{_HOME_OF[name]}"), name)
+    raise AttributeError(f"module 'tagstore.learning' has no attribute {name!r}")
+
 
 __all__ = [
     "C_DEFAULT", "C_GRID", "FALLBACK_Z", "FORMAT_VERSION", "METHODS", "N_FOLDS", "UNLABELLED_WEIGHT",
