@@ -18,28 +18,30 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tagstore import catalogue as cat
-from tagstore import ingest
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.records import IndexRecord
 from tagstore.catalogue.tracks import Track
 from tagstore.derived import index as derived_index
 from tagstore.errors import InputError
-from tagstore.ingest import IngestReport
 from tagstore.search import Hit, Query
-from tagstore.store import DEFAULT_FACTORY, Progress, Store
-from tagstore.embedders import pretrained
 from tagstore.search import similar as _similar
-from tagstore.tags import assist, fitting, views
-from tagstore.tags import examples as example_refs
-from tagstore.tags.views import ScoredTrack, TagSummary
+from tagstore.store import DEFAULT_FACTORY, Progress, Store
+
+if TYPE_CHECKING:
+    from tagstore.embedders.pretrained import ModelInfo
+    from tagstore.ingest import IngestReport
+    from tagstore.tags.views import ScoredTrack, TagSummary
+
+# Each command imports the modules it composes when it is called (ingest, tag fitting, model weights), so
+# a query pays for the search alone: `query similar` loads ~40 fewer modules than `add-tag`.
 
 __all__ = [
-    "Hit", "IngestReport", "Query", "ScoredTrack", "Store", "TagSummary", "Track",
+    "Hit", "Query", "Store", "Track",
     "add", "add_tag", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
     "remove_tag", "scores", "similar", "suggest", "tag", "tag_examples", "tags", "tracks", "failures",
     "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
@@ -118,10 +120,16 @@ def add(
     paths: Sequence[str | os.PathLike[str]],
     dry_run: bool = False,
     progress: Progress | None = None,
-    batch_tracks: int = ingest.BATCH_TRACKS,
-    batch_seconds: float = ingest.BATCH_SECONDS,
+    batch_tracks: int = 32,
+    batch_seconds: float = 10.0,
 ) -> IngestReport:
-    """Ingest files and folders, bring the index in step, and score learned tags for the new tracks."""
+    """Ingest files and folders, bring the index in step, and score learned tags for the new tracks.
+
+    A batch (one transaction) is committed after ``batch_tracks`` tracks or ``batch_seconds`` seconds.
+    """
+    from tagstore import ingest
+    from tagstore.tags import fitting
+
     if dry_run:
         return ingest.add(store, [Path(p) for p in paths], dry_run=True)
     with store.write_lock():
@@ -137,6 +145,8 @@ def add(
 
 def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> list[Track]:
     """Remove tracks (by id or stored path) with their embeddings, examples and scores."""
+    from tagstore import ingest
+
     if dry_run:
         return ingest.remove(store, refs, dry_run=True)
     with store.write_lock():
@@ -150,6 +160,9 @@ def rebuild(
 ) -> IndexRecord:
     """Rebuild the index from the stored embeddings (atomic swap); with ``re_embed``, recompute every
     embedding first (optionally switching to ``embedders``) and refit every learned tag."""
+    from tagstore import ingest
+    from tagstore.tags import fitting
+
     if embedders is not None and not re_embed:
         raise InputError("--embedders switches the store's embedders and needs --re-embed")
     with store.write_lock():
@@ -173,7 +186,7 @@ def similar(
 ) -> tuple[Query, list[Hit]]:
     """Nearest tracks to a catalogue id, a stored path, an audio file, or a learned tag's prototype."""
     return _similar(store, query, k=k, include_ids=include_ids, exclude_ids=exclude_ids, tag=tag,
-                          with_tags=with_tags, without_tags=without_tags)  # fmt: skip
+                    with_tags=with_tags, without_tags=without_tags)  # fmt: skip
 
 
 # --- tags ---------------------------------------------------------------------------------------
@@ -190,6 +203,8 @@ def add_tag(
 ) -> TagSummary:
     """Create or extend a learned tag from examples (ids, stored paths or audio files) and score every
     track; ``add_files`` ingests example files that are not in the store first."""
+    from tagstore.tags import fitting
+
     fitting.check_method(method)
     with store.write_lock():
         if add_files:
@@ -198,6 +213,8 @@ def add_tag(
 
 
 def _add_outside(store: Store, items: Sequence[str], progress: Progress | None) -> None:
+    from tagstore.tags import examples as example_refs
+
     outside = example_refs.not_stored(store, items)
     if outside:
         report = add(store, outside, progress=progress)
@@ -208,17 +225,23 @@ def _add_outside(store: Store, items: Sequence[str], progress: Progress | None) 
 
 def read_list_file(path: str | os.PathLike[str]) -> list[str]:
     """Items of an examples file: one id or path per line; blank lines and ``#`` comments skipped."""
+    from tagstore.tags import examples as example_refs
+
     return example_refs.read_list_file(path)
 
 
 def tag(store: Store, names: Sequence[str] | None = None, all_tracks: bool = False) -> dict[str, Any]:
     """Score tracks that lack a score for the learned tags (``all_tracks``: rescore every track)."""
+    from tagstore.tags import fitting
+
     with store.write_lock():
         return fitting.rescore(store, names, all_tracks=all_tracks)
 
 
 def tags(store: Store, kind: str | None = None) -> list[TagSummary]:
     """Tags with their examples, method, threshold, predicted count and cross-validated AP."""
+    from tagstore.tags import views
+
     return views.list_tags(store, kind=kind)
 
 
@@ -226,44 +249,60 @@ def scores(
     store: Store, name: str, top: int | None = 20, predicted_only: bool = False, exclude_examples: bool = False
 ) -> list[ScoredTrack]:
     """Tracks by descending score for a tag (learned or model); ``top=None`` lists all."""
+    from tagstore.tags import views
+
     return views.scores(store, name, top=top, predicted_only=predicted_only, exclude_examples=exclude_examples)
 
 
 def predicted_ids(store: Store, name: str) -> np.ndarray:
     """Catalogue ids ``(m,)`` int64 predicted to carry a tag (learned or model)."""
+    from tagstore.tags import views
+
     return views.predicted_ids(store, name)
 
 
 def tag_examples(store: Store, name: str) -> list[dict[str, Any]]:
     """A learned tag's examples: label, stored track id or outside path."""
+    from tagstore.tags import examples as example_refs
+
     return example_refs.tag_examples(store, name)
 
 
 def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary:
     """Drop examples from a tag and refit it."""
+    from tagstore.tags import fitting
+
     with store.write_lock():
         return fitting.remove_examples(store, name, items)
 
 
 def remove_tag(store: Store, name: str) -> None:
     """Delete a learned tag with its examples, scores and suggestions."""
+    from tagstore.tags import fitting
+
     with store.write_lock():
         fitting.remove_tag(store, name)
 
 
 def propagate(store: Store, name: str, k: int = 10, limit: int | None = None) -> list[dict[str, Any]]:
     """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
+    from tagstore.tags import assist
+
     with store.write_lock():
         return assist.propagate(store, name, k=k, limit=limit)
 
 
 def suggest(store: Store, name: str, n: int = 10) -> list[dict[str, Any]]:
     """Tracks worth labelling next for a tag (near its threshold, and unlike each other)."""
+    from tagstore.tags import assist
+
     return assist.suggest(store, name, n=n)
 
 
 def explain(store: Store, track: str, name: str, k: int = 3) -> dict[str, Any]:
     """Why a track has its score for a tag: nearest examples and the parts of the score."""
+    from tagstore.tags import assist
+
     return assist.explain(store, track, name, k=k)
 
 
@@ -278,13 +317,17 @@ def record_dict(record: IndexRecord) -> dict[str, Any]:
 # --- pre-trained models ---------------------------------------------------------------------------
 
 
-def list_models(weights_dir: Path | None = None) -> list[pretrained.ModelInfo]:
+def list_models(weights_dir: Path | None = None) -> list[ModelInfo]:
     """Every embedder and weights bundle, with its size, rate, licence and cache state."""
+    from tagstore.embedders import pretrained
+
     return pretrained.list_models(weights_dir)
 
 
 def fetch_model(name: str, progress: Callable[[str], None] | None = None, weights_dir: Path | None = None) -> Path:
     """Download a model's published weights, verify their digest and install them; returns the folder."""
+    from tagstore.embedders import pretrained
+
     return pretrained.fetch(name, progress=progress, weights_dir=weights_dir)
 
 
@@ -293,4 +336,6 @@ def import_model(
     progress: Callable[[str], None] | None = None, weights_dir: Path | None = None,
 ) -> Path:  # fmt: skip
     """Install a model's weights from a local copy of its published file; returns the folder."""
+    from tagstore.embedders import pretrained
+
     return pretrained.import_file(name, path, unverified=unverified, progress=progress, weights_dir=weights_dir)
