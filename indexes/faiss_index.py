@@ -9,8 +9,9 @@ Conventions, decided once for every caller:
   round-trip through files, :meth:`~FaissIndex.remove` works and :meth:`~FaissIndex.reconstruct` is a
   lookup. ``-1`` (with score ``-inf``) pads results when fewer than ``k`` exist.
 * **Filters run inside FAISS** (``SearchParameters(sel=IDSelectorBatch / IDSelectorNot)``), so a filter
-  never truncates results. For Flat they are exact; for HNSW/IVF they are as approximate as the index
-  and may return fewer than ``k`` when the allowed set is tiny.
+  never truncates results. For Flat they are exact. For IVF a query that finds fewer than ``k`` is
+  searched again visiting 4x the lists, up to all of them, so it returns ``k`` whenever ``k`` vectors pass
+  the filter. HNSW stays as approximate as the graph and may return fewer when the allowed set is tiny.
 * **Training** (IVF and other factories FAISS reports as untrained): :func:`build` takes a seeded
   uniform sample of ``train_size`` vectors over a first pass (random keys, keep the smallest), then
   adds everything in a second pass; so ``chunks`` must be re-iterable. Too few vectors for the factory
@@ -90,6 +91,30 @@ class FaissIndex:
     def is_trained(self) -> bool:
         """False for an IVF-type index that still needs :meth:`train`."""
         return bool(self._index.is_trained)
+
+    @property
+    def nlist(self) -> int:
+        """Inverted lists of an IVF index; 0 for other indexes."""
+        return _nlist(self._cpu())
+
+    @property
+    def nprobe(self) -> int:
+        """Lists an IVF index visits per query (0 for other indexes); saved with the file."""
+        ivf = _ivf(self._cpu())
+        return int(ivf.nprobe) if ivf is not None else 0
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        ivf = _ivf(self._cpu())
+        if ivf is None:
+            raise VectorIndexError(f"factory {self._factory!r} is not an IVF index; it has no nprobe")
+        if not isinstance(value, (int, np.integer)) or not 1 <= value <= ivf.nlist:
+            raise ValueError(f"nprobe must be a whole number from 1 to {ivf.nlist}, got {value!r}")
+        ivf.nprobe = int(value)
+        if self._device != "cpu":  # GPU primary: upload the changed host copy again
+            host = self._cpu()
+            self._index, self._gpu_resources = devices.to_gpu(host)
+            self._cpu_copy = host
 
     @property
     def mmapped(self) -> bool:
@@ -196,11 +221,32 @@ class FaissIndex:
                 else:  # GPU indexes do not take ID selectors: filtered searches run on the host copy
                     host = self._cpu()
                     found_scores, found_ids = host.search(rows, kk, params=_search_params(host, selector, kk))
+                self._widen_ivf(rows, kk, selector, found_scores, found_ids)
         except RuntimeError as exc:
             raise VectorIndexError(f"search failed on factory {self._factory!r}: {first_line(exc)}") from exc
         labels[:, :kk] = found_ids
         scores[:, :kk] = np.where(found_ids >= 0, found_scores, -np.inf)
         return scores, labels
+
+    def _widen_ivf(self, rows: np.ndarray, kk: int, selector: Any, scores: np.ndarray, ids: np.ndarray) -> None:
+        """IVF: search again, visiting 4x the lists each time up to all of them, the queries that found
+        fewer than ``kk`` results (a filter leaving few allowed vectors in the visited lists, or lists
+        holding fewer than k). With every list visited all allowed vectors are candidates, so a query
+        ends with ``kk`` results whenever that many pass the filter. Updates ``scores``/``ids`` in place."""
+        host = self._cpu()
+        ivf = _ivf(host)
+        if ivf is None:
+            return
+        nprobe = int(ivf.nprobe)
+        short = np.flatnonzero((ids >= 0).sum(axis=1) < kk)
+        faiss = faiss_module()
+        while len(short) and nprobe < ivf.nlist:
+            nprobe = min(int(ivf.nlist), nprobe * 4)
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe) if selector is not None \
+                else faiss.SearchParametersIVF(nprobe=nprobe)  # fmt: skip
+            s, i = host.search(np.ascontiguousarray(rows[short]), kk, params=params)
+            scores[short], ids[short] = s, i
+            short = short[(i >= 0).sum(axis=1) < kk]
 
     def reconstruct(self, id: int) -> np.ndarray:
         """The stored (normalised) vector of ``id``, float32 (dim,); ``KeyError`` if absent."""
@@ -419,10 +465,15 @@ def _describe(inner: Any) -> str:
     return type(inner).__name__
 
 
+def _ivf(index: Any) -> Any:
+    """The IVF part of an ``IDMap2`` index, or None if it is not IVF."""
+    faiss = faiss_module()
+    return faiss.try_extract_index_ivf(faiss.downcast_index(index.index))
+
+
 def _nlist(index: Any) -> int:
     """Number of IVF lists of an ``IDMap2`` index, 0 if it is not IVF."""
-    faiss = faiss_module()
-    ivf = faiss.try_extract_index_ivf(faiss.downcast_index(index.index))
+    ivf = _ivf(index)
     return int(ivf.nlist) if ivf is not None else 0
 
 

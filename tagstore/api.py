@@ -28,6 +28,7 @@ from tagstore.catalogue.records import IndexRecord
 from tagstore.catalogue.tracks import Track
 from tagstore.derived import index as derived_index
 from tagstore.errors import InputError
+from tagstore.indexes import auto as index_auto
 from tagstore.search import Hit, Query
 from tagstore.search import similar as _similar
 from tagstore.store import DEFAULT_FACTORY, Progress, Store
@@ -53,13 +54,16 @@ __all__ = [
 
 def init(
     path: str | os.PathLike[str], embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None, memory_budget: int | str | None = None,
 ) -> Store:  # fmt: skip
-    """Create a store folder with an empty catalogue for the given embedder spec(s) and index factory.
+    """Create a store folder with an empty catalogue for the given embedder spec(s) and index spec
+    (``"auto"``: chosen by size; or a FAISS factory string). ``memory_budget`` (bytes, or ``"8GB"``)
+    bounds what ``auto`` may build; default a fraction of RAM.
 
     ``runtime``: ``weights_dir`` / ``threads`` for building the embedders (:class:`tagstore.config.Settings`).
     """
-    return Store.init(path, embedders=embedders, factory=factory, runtime=runtime)
+    budget = None if memory_budget is None else index_auto.parse_size(memory_budget)
+    return Store.init(path, embedders=embedders, factory=factory, runtime=runtime, memory_budget=budget)
 
 
 def open(path: str | os.PathLike[str], runtime: Mapping[str, Any] | None = None) -> Store:  # noqa: A001
@@ -80,6 +84,9 @@ def info(store: Store) -> dict[str, Any]:
             "version": record.version, "file": record.file, "factory": record.factory, "metric": record.metric,
             "dim": record.dim, "count": record.count, "checksum": record.checksum, "size_bytes": record.size,
             "built_at": record.built_at, "current": record.generation == generation,
+            "spec": record.params.get("spec", record.factory), "choice": record.params.get("choice"),
+            "nprobe": record.params.get("nprobe"), "recall_at_10": record.params.get("recall_at_10"),
+            "exact": record.params.get("exact"), "trained_count": record.params.get("trained_count"),
         }  # fmt: skip
     return {
         "store": str(store.path),
@@ -91,6 +98,7 @@ def info(store: Store) -> dict[str, Any]:
         "total_duration_s": duration,
         "catalogue_bytes": cat.catalogue_path(store.path).stat().st_size,
         "index_factory": store.factory,
+        "memory_budget": store.memory_budget,
         "index": index,
     }
 
@@ -156,22 +164,34 @@ def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> li
 
 
 def rebuild(
-    store: Store, re_embed: bool = False, embedders: str | None = None, progress: Progress | None = None
-) -> IndexRecord:
+    store: Store, re_embed: bool = False, embedders: str | None = None, progress: Progress | None = None,
+    index: str | None = None, memory_budget: int | str | None = None,
+) -> IndexRecord:  # fmt: skip
     """Rebuild the index from the stored embeddings (atomic swap); with ``re_embed``, recompute every
-    embedding first (optionally switching to ``embedders``) and refit every learned tag."""
+    embedding first (optionally switching to ``embedders``) and refit every learned tag. ``index``
+    (``"auto"`` or a FAISS factory string) and ``memory_budget`` switch the store's index for good."""
     from tagstore import ingest
     from tagstore.tags import fitting
 
     if embedders is not None and not re_embed:
         raise InputError("--embedders switches the store's embedders and needs --re-embed")
+    budget = None if memory_budget is None else index_auto.parse_size(memory_budget)
+    if index is not None and index != index_auto.AUTO:
+        check_factory(index, store.layout.dim)
     with store.write_lock():
         if not re_embed:
-            return derived_index.rebuild(store, progress)
+            return derived_index.rebuild(store, progress, spec=index, memory_budget=budget)
         ingest.re_embed(store, embedders, progress)
-        record = derived_index.rebuild(store, progress)
+        record = derived_index.rebuild(store, progress, spec=index, memory_budget=budget)
         fitting.refit_all(store)  # learned tags live in the embedding space that just changed
         return record
+
+
+def check_factory(factory: str, dim: int) -> None:
+    """Raise a one-line error unless FAISS can build ``factory`` for ``dim``-d vectors."""
+    from tagstore import indexes
+
+    indexes.create(factory, dim, device="cpu")
 
 
 def similar(

@@ -30,12 +30,15 @@ from tagstore.layout import Layout
 if TYPE_CHECKING:
     from tagstore.embedders.host import TrackEmbedder
 
-__all__ = ["DEFAULT_FACTORY", "OutsideFile", "Progress", "Store", "Track"]
+__all__ = ["DEFAULT_FACTORY", "INDEX_SPEC_KEY", "MEMORY_BUDGET_KEY", "OutsideFile", "Progress", "Store", "Track"]
 
 Progress = Callable[[int, int, str], None]
 """Progress callback: ``(done, total, current item)``."""
 
-DEFAULT_FACTORY = "Flat"
+DEFAULT_FACTORY = "auto"
+"""``auto``: the index chosen by catalogue size (:mod:`tagstore.indexes.auto`); else a FAISS factory string."""
+INDEX_SPEC_KEY = "index_factory"
+MEMORY_BUDGET_KEY = "index_memory_budget"
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,12 @@ class Store:
     """A tagstore folder. Construct with :meth:`init` or :meth:`open`."""
 
     def __init__(
-        self, path: Path, layout: Layout, factory: str, con: Any | None = None, runtime: Mapping[str, Any] | None = None
-    ) -> None:
+        self, path: Path, layout: Layout, factory: str, con: Any | None = None, runtime: Mapping[str, Any] | None = None,
+        memory_budget: int | None = None,
+    ) -> None:  # fmt: skip
         self.path = path
+        self.memory_budget = memory_budget
+        """Bytes the ``auto`` index may take (None: a fraction of RAM, decided at build time)."""
         self.runtime = dict(runtime or {})
         """Settings for building embedders that do not change their output: ``weights_dir``, ``threads``."""
         self.layout = layout
@@ -67,9 +73,10 @@ class Store:
     @classmethod
     def init(
         cls, path: str | Path, embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY,
-        runtime: Mapping[str, Any] | None = None,
+        runtime: Mapping[str, Any] | None = None, memory_budget: int | None = None,
     ) -> Store:  # fmt: skip
-        """Create a store folder with an empty catalogue for the given embedder spec(s)."""
+        """Create a store folder with an empty catalogue for the given embedder spec(s) and index spec
+        (``"auto"`` or a FAISS factory string); ``memory_budget`` in bytes bounds the ``auto`` index."""
         from tagstore import indexes
         from tagstore.embedders.host import TrackEmbedder
 
@@ -80,12 +87,15 @@ class Store:
             raise StoreExistsError(f"{path} is a file, not a folder; choose a folder for the store")
         embedder = TrackEmbedder.from_spec(embedders, runtime)
         layout = embedder.layout
-        indexes.create(factory, layout.dim, device="cpu")  # refuses a factory FAISS cannot build
+        if factory != DEFAULT_FACTORY:
+            indexes.create(factory, layout.dim, device="cpu")  # refuses a factory FAISS cannot build
         path.mkdir(parents=True, exist_ok=True)
         (path / cat.INDEX_DIR).mkdir(exist_ok=True)
-        meta = {"layout": layout.to_json(), "index_factory": factory, "generation": "0", "created_by": "tagstore"}
+        meta = {"layout": layout.to_json(), INDEX_SPEC_KEY: factory, "generation": "0", "created_by": "tagstore"}
+        if memory_budget is not None:
+            meta[MEMORY_BUDGET_KEY] = str(int(memory_budget))
         cat.create(path, meta)
-        store = cls(path, layout, factory, runtime=runtime)
+        store = cls(path, layout, factory, runtime=runtime, memory_budget=memory_budget)
         store._embedder = embedder
         return store
 
@@ -102,8 +112,9 @@ class Store:
             )
         con = cat.connect(path, read_only=True)
         layout = Layout.from_json(cat.get_meta(con, "layout") or "[]")
-        factory = cat.get_meta(con, "index_factory", DEFAULT_FACTORY) or DEFAULT_FACTORY
-        return cls(path, layout, factory, con, runtime)  # the connection serves a session that follows, else closes
+        factory = cat.get_meta(con, INDEX_SPEC_KEY, "Flat") or "Flat"  # stores from before `auto` are Flat
+        budget = cat.get_meta(con, MEMORY_BUDGET_KEY)
+        return cls(path, layout, factory, con, runtime, int(budget) if budget else None)  # the connection serves a session that follows, else closes
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Store]:

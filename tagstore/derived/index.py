@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -25,15 +25,16 @@ from tagstore import indexes
 from tagstore.catalogue import records
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.records import IndexRecord, NewIndex
+from tagstore.derived import bulk
+from tagstore.derived.bulk import MIN_STATS_TRACKS
+from tagstore.indexes import auto
 from tagstore.errors import EmptyStoreError, IndexCorruptError, StoreBusyError, VectorIndexError
 from tagstore.layout import normalise_blocks
 from tagstore.learning.stats import CatalogueStats
-from tagstore.store import Progress, Store
+from tagstore.store import INDEX_SPEC_KEY, MEMORY_BUDGET_KEY, Progress, Store
 
 log = logging.getLogger("tagstore")
 
-MIN_STATS_TRACKS = 20
-"""Below this many tracks the index uses plain per-block L2 normalisation (no standardisation)."""
 STATS_REFRESH_GROWTH = 2.0
 """A catalogue this many times larger than the one the statistics came from triggers a full rebuild."""
 CHUNK = track_sql.CHUNK
@@ -58,45 +59,41 @@ def index_vectors(store: Store, raw: np.ndarray, record: IndexRecord) -> np.ndar
     return normalise_blocks(raw, store.layout, record.stats_mean, record.stats_std)
 
 
-def rebuild(store: Store, progress: Progress | None = None) -> IndexRecord:
+def rebuild(
+    store: Store, progress: Progress | None = None, spec: str | None = None, memory_budget: int | None = None
+) -> IndexRecord:
     """Build a fresh index from every stored embedding (streamed in chunks), save it and make it active.
 
-    The caller holds the write lock.
+    ``spec`` is ``"auto"`` or a FAISS factory string (default: the store's); with ``spec`` or
+    ``memory_budget`` given they become the store's own, recorded in the same transaction that makes the
+    new index active (an atomic swap: queries see the old index or the new one). The caller holds the
+    write lock.
     """
     t0 = time.perf_counter()
+    spec = spec or store.factory
+    budget = memory_budget or store.memory_budget
     with store.reader() as con:
         generation = cat.generation(con)
         total = track_sql.embedding_count(con)
-        stats = catalogue_stats(con, store.layout.dim)
-        mean, std = (stats.mean, stats.std) if stats else (None, None)
-
-        class Chunks:
-            """Re-iterable (IVF training takes a first pass): each pass re-runs the query."""
-
-            def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-                done = 0
-                for ids, raw in track_sql.iter_embeddings(con, store.layout.dim):
-                    yield ids, normalise_blocks(raw, store.layout, mean, std)
-                    done += len(ids)
-                    if progress:
-                        progress(done, total, "indexing")
-
-        index = indexes.build(Chunks(), store.factory, store.layout.dim)
-    return _save_and_activate(store, index, generation, stats, total, t0, full=True)
+        choice = auto.plan(total, store.layout.dim, budget) if spec == auto.AUTO else None
+        built = bulk.build(store, con, choice.factory if choice else spec, choice, progress)
+    built.params["spec"] = spec
+    return _save_and_activate(store, built.index, generation, built.stats, total, t0, full=True,
+                              params=built.params, spec=spec, memory_budget=memory_budget)  # fmt: skip
 
 
 def _save_and_activate(
     store: Store, index: indexes.FaissIndex, generation: int, stats: CatalogueStats | None, stats_count: int,
-    t0: float, full: bool,
+    t0: float, full: bool, params: dict[str, Any], spec: str | None = None, memory_budget: int | None = None,
 ) -> IndexRecord:  # fmt: skip
     name = f"index-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.faiss"
     store.index_file(name).parent.mkdir(exist_ok=True)
     info = index.save(store.index_file(name))
-    params = {"build_s": round(time.perf_counter() - t0, 3), "normalisation": "block-zscore-l2"}
+    params = {**params, "build_s": round(time.perf_counter() - t0, 3), "normalisation": "block-zscore-l2"}
     if stats is None:
         params["normalisation"] = "block-l2"
     new = NewIndex(
-        file=name, factory=store.factory, dim=store.layout.dim, count=info.count, checksum=info.checksum,
+        file=name, factory=index.factory, dim=store.layout.dim, count=info.count, checksum=info.checksum,
         size=info.size, mtime_ns=info.mtime_ns, layout_digest=store.layout.digest, generation=generation,
         stats_count=stats_count, stats_mean=None if stats is None else stats.mean,
         stats_std=None if stats is None else stats.std, params=params,
@@ -105,6 +102,14 @@ def _save_and_activate(
         record = records.activate_index(con, new)
         if full:
             records.clear_rebuild_flag(con)
+        if spec is not None:
+            cat.set_meta(con, INDEX_SPEC_KEY, spec)
+        if memory_budget is not None:
+            cat.set_meta(con, MEMORY_BUDGET_KEY, str(int(memory_budget)))
+    if spec is not None:
+        store.factory = spec
+    if memory_budget is not None:
+        store.memory_budget = int(memory_budget)
     _remove_stale_files(store, keep=name)
     return record
 
@@ -121,9 +126,15 @@ def _needs_full_rebuild(con: cat.Connection, store: Store, record: IndexRecord |
         return "no index yet"
     if records.needs_rebuild(con):
         return "tracks changed in place"
-    if record.factory != store.factory or record.layout_digest != store.layout.digest:
+    if record.params.get("spec", record.factory) != store.factory or record.layout_digest != store.layout.digest:
         return "index parameters changed"
     count = track_sql.embedding_count(con)
+    choice = record.params.get("choice")
+    if store.factory == auto.AUTO and choice:
+        grown = auto.outgrown(choice["family"], int(record.params.get("trained_count", record.count)), count,
+                              store.layout.dim, store.memory_budget)  # fmt: skip
+        if grown:
+            return grown
     if record.stats_count < MIN_STATS_TRACKS <= count:
         return "enough tracks for catalogue statistics"
     if record.stats_count >= MIN_STATS_TRACKS and count >= STATS_REFRESH_GROWTH * record.stats_count:
@@ -178,7 +189,8 @@ def sync(store: Store, progress: Progress | None = None) -> IndexRecord | None:
             index.remove(to_remove)
         except VectorIndexError:
             return rebuild(store, progress)
-    return _save_and_activate(store, index, generation, _stats_of(record), record.stats_count, t0, full=False)
+    return _save_and_activate(store, index, generation, _stats_of(record), record.stats_count, t0, full=False,
+                              params=record.params)  # fmt: skip
 
 
 def _fingerprint(store: Store, record: IndexRecord) -> tuple[int, int] | None:
