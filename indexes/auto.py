@@ -102,10 +102,12 @@ def _nlist(n: int) -> int:
     return nlist
 
 
-def plan(n: int, dim: int, memory_budget: int | None = None, flat_max_cells: float = FLAT_MAX_CELLS) -> Plan:
+def plan(n: int, dim: int, memory_budget: int | None = None, flat_max_cells: float | None = None) -> Plan:
     """The index ``auto`` builds for ``n`` vectors of ``dim`` within ``memory_budget`` bytes (default:
-    :func:`default_memory_budget`). Raises InputError when no index fits the budget."""
+    :func:`default_memory_budget`) and ``flat_max_cells`` (default :data:`FLAT_MAX_CELLS`). Raises
+    InputError when no index fits the budget."""
     budget = int(memory_budget or default_memory_budget())
+    flat_max_cells = FLAT_MAX_CELLS if flat_max_cells is None else flat_max_cells
     flat_bytes = 4 * n * dim
     if n * dim <= flat_max_cells and flat_bytes <= budget:
         return Plan("Flat", "flat", 0, n, dim, budget,
