@@ -46,30 +46,34 @@ def test_altered_or_missing_files_are_rebuilt(store: Store, library: Path) -> No
     np.testing.assert_array_equal(_matrix(store)[1], vecs)
 
 
-def test_large_store_copy_is_float16_unless_a_value_does_not_fit(tmp_path: Path, monkeypatch) -> None:
+def test_large_store_copy_is_bfloat16(tmp_path: Path, monkeypatch) -> None:
     from test_index_auto import fill, synthetic
 
     from tagstore.derived import matrix as matrix_mod
+    from tagstore.catalogue import tags as tag_sql
     from tagstore.learning import TagModel, score_tags
 
-    monkeypatch.setattr(matrix_mod, "FP16_FROM", 100)
+    monkeypatch.setattr(matrix_mod, "BF16_FROM", 100)
     store = synthetic(tmp_path / "s", 400)
-    ids, vecs = _matrix(store)
-    assert vecs.dtype == np.float16
-    exact = store.embeddings(ids.tolist())
-    np.testing.assert_allclose(vecs.astype(np.float32), exact, rtol=1e-3, atol=1e-3)
+    with store.write_lock():
+        mat = matrix_mod.matrix(store)
+        assert mat.encoding == "bfloat16" and mat.stored.dtype == np.uint16
+        ids, vecs = mat.ids.copy(), mat.vectors
+        exact = store.embeddings(ids.tolist())
+        np.testing.assert_allclose(vecs, exact, rtol=2**-8)  # 8 significant bits, rounded
+        assert np.abs(vecs - exact).max() > 0  # really rounded
+        np.testing.assert_array_equal(mat.rows(ids[[5, 0, 7]]), vecs[[5, 0, 7]])
+        assert np.concatenate([v.copy() for _, v in mat.chunks(size=64)]).tolist() == vecs.tolist()
     (vec_file,) = (store.path / "cache").glob("vectors-*.npy")
     assert vec_file.stat().st_size < 400 * exact.shape[1] * 2 + 200  # half the float32 bytes
     summary = api.add_tag(store, "t", examples=["3", "9", "27"], method="probe")
     scores = dict((s.id, s.score) for s in api.scores(store, "t", top=None))
     with store.reader() as con:
-        from tagstore.catalogue import tags as tag_sql
-
         (row,) = [r for r in tag_sql.learned_models(con, ["t"])]
     model = TagModel.from_bytes(row[2])
     want = score_tags([model], exact)[:, 0]
     got = np.array([scores[int(i)] for i in ids])
     assert summary.scored == 400 and np.max(np.abs(got - want)) < 2e-2 * (want.max() - want.min())
-    fill(store, 401, np.full((1, exact.shape[1]), 1e6, np.float32))  # beyond float16's range
+    fill(store, 401, np.full((1, exact.shape[1]), 1e30, np.float32))  # far beyond float16's range
     _, vecs = _matrix(store)
-    assert vecs.dtype == np.float32 and float(np.max(vecs)) == 1e6
+    np.testing.assert_allclose(vecs[-1], 1e30, rtol=2**-8)

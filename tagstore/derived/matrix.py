@@ -2,7 +2,7 @@
 
 Scoring every track for a tag needs every raw vector; reading 100k x 512 float32 BLOBs out of DuckDB
 costs ~0.4 s of Python object churn per pass, a memory-mapped ``.npy`` file ~0.02 s. From
-:data:`FP16_FROM` tracks the copy is float16: at 1M x 1408 that is 2.8 GB instead of 5.6 GB, which keeps
+:data:`BF16_FROM` tracks the copy is bfloat16: at 1M x 1408 that is 2.8 GB instead of 5.6 GB, which keeps
 the store folder within twice the raw vectors (benchmarks/README.md). Like the index,
 the copy is derived: DuckDB stays the source of truth, the files are written atomically, recorded
 (generation, count, layout digest, size, mtime) in the catalogue and rebuilt whenever the record, the
@@ -13,6 +13,7 @@ lock) refresh it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,25 +27,72 @@ from tagstore.fileio import atomic_write
 from tagstore.store import Store
 
 
+BF16_FROM = 100_000
+"""From this many tracks the copy is bfloat16 (half the disk and page cache of float32; 8 significant
+bits, so a value moves by at most 0.2% and a score by ~1e-3 of its range); smaller stores keep exact
+float32. bfloat16 keeps float32's range, so no embedding value can overflow it."""
+CHUNK = 16384
+"""Rows decoded at a time by :meth:`Matrix.chunks`."""
+
+
 @dataclass(frozen=True)
 class Matrix:
-    """Every stored embedding: ids ``(n,)`` int64, raw vectors ``(n, dim)`` float32 (read-only memmap) and
-    ``order`` = ``argsort(ids)``, for looking rows up by id."""
+    """Every stored embedding: ids ``(n,)`` int64, the stored rows ``(n, dim)`` (read-only memmap: float32,
+    or bfloat16 as uint16 high halves, see :data:`BF16_FROM`), and ``order`` = ``argsort(ids)``, for
+    looking rows up by id. Read vectors with :meth:`rows` / :meth:`chunks` (always float32)."""
 
     ids: np.ndarray
-    vectors: np.ndarray
+    stored: np.ndarray
     order: np.ndarray
 
+    @property
+    def encoding(self) -> str:
+        """``"float32"`` or ``"bfloat16"``."""
+        return "bfloat16" if self.stored.dtype == np.uint16 else "float32"
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """All rows ``(n, dim)`` float32 (a decoded copy for bfloat16: for small stores and tests)."""
+        return decode(self.stored) if self.encoding == "bfloat16" else self.stored
+
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """The raw vectors ``(len(ids), dim)`` of ``ids`` (all present)."""
+        """The raw vectors ``(len(ids), dim)`` float32 of ``ids`` (all present)."""
         at = np.searchsorted(self.ids, ids, sorter=self.order)
-        return np.asarray(self.vectors[self.order[at]], dtype=np.float32)
+        return decode(self.stored[self.order[at]])
+
+    def chunks(self, select: np.ndarray | None = None, size: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids (m,), vectors (m, dim) float32)`` in file order, ``size`` rows at a time; ``select`` (n,)
+        bool keeps only those rows. The vectors array is reused: it is valid until the next chunk."""
+        buf = np.empty((min(size, len(self.ids)), self.stored.shape[1]), np.float32)
+        for lo in range(0, len(self.ids), size):
+            ids, block = self.ids[lo : lo + size], self.stored[lo : lo + size]
+            if select is not None:
+                keep = select[lo : lo + size]
+                if not keep.any():
+                    continue
+                ids, block = ids[keep], block[keep]
+            yield ids, decode(block, buf[: len(ids)])
 
 
-FP16_FROM = 100_000
-"""From this many tracks the copy is float16 (half the disk and page cache; scores move by ~1e-3 of their
-range), unless a value does not fit float16 (|x| > 65504); smaller stores keep exact float32."""
-FP16_MAX = 65504.0
+def encode_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 ``x`` as bfloat16 bit patterns (uint16: the high half, rounded to nearest even)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)).astype(np.uint16)
+
+
+def decode(block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 rows from stored rows (float32 as is; bfloat16 bits widened by a cast and a shift, ~7x
+    faster than numpy's float16 -> float32 cast, which is why the copy is bfloat16 and not float16)."""
+    if block.dtype != np.uint16:
+        if out is None:
+            return np.asarray(block, dtype=np.float32)
+        np.copyto(out, block)
+        return out
+    out = np.empty(block.shape, np.float32) if out is None else out
+    bits = out.view(np.uint32)
+    np.copyto(bits, block, casting="unsafe")
+    np.left_shift(bits, 16, out=bits)
+    return out
 
 
 def _write_npy(path: Path, array: np.ndarray) -> tuple[int, int]:
@@ -53,23 +101,18 @@ def _write_npy(path: Path, array: np.ndarray) -> tuple[int, int]:
     return done.size, done.mtime_ns
 
 
-class _TooBig(Exception):
-    """A value does not fit float16."""
-
-
-def _stream_vectors(path: Path, con: cat.Connection, n: int, dim: int, dtype: np.dtype) -> tuple[np.ndarray, tuple[int, int]]:
-    """Write every stored vector as an ``(n, dim)`` ``.npy`` of ``dtype``, one chunk in memory at a time;
-    returns the ids in file order and (size, mtime_ns). Raises _TooBig for a value float16 cannot hold."""
+def _stream_vectors(path: Path, con: cat.Connection, n: int, dim: int, bf16: bool) -> tuple[np.ndarray, tuple[int, int]]:
+    """Write every stored vector as an ``(n, dim)`` ``.npy`` (float32, or bfloat16 bits as uint16), one
+    chunk in memory at a time; returns the ids in file order and (size, mtime_ns)."""
     ids: list[np.ndarray] = []
 
     def write(sink: Any) -> None:
+        dtype = np.dtype(np.uint16 if bf16 else np.float32)
         header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n, dim)}
         np.lib.format.write_array_header_1_0(sink, header)
         rows = 0
         for chunk_ids, raw in track_sql.iter_embeddings(con, dim):
-            if dtype == np.float16 and np.abs(raw).max(initial=0.0) > FP16_MAX:
-                raise _TooBig
-            sink.write(np.ascontiguousarray(raw, dtype=dtype).tobytes())
+            sink.write((encode_bf16(raw) if bf16 else np.ascontiguousarray(raw, dtype=np.float32)).tobytes())
             ids.append(chunk_ids)
             rows += len(chunk_ids)
         if rows != n:  # pragma: no cover - the caller holds the write lock, so the count cannot move
@@ -100,7 +143,7 @@ def is_current(store: Store) -> bool:
 
 def matrix(store: Store) -> Matrix:
     """All stored embeddings from the memory-mapped copy (refreshed here when stale), float32 or, from
-    :data:`FP16_FROM` tracks, float16 (:meth:`Matrix.rows` always returns float32).
+    :data:`BF16_FROM` tracks, bfloat16 (:meth:`Matrix.rows` and :meth:`Matrix.chunks` return float32).
 
     The refresh streams DuckDB into the file chunk by chunk (memory: one chunk). The caller holds the
     write lock.
@@ -117,13 +160,9 @@ def matrix(store: Store) -> Matrix:
             stem = uuid.uuid4().hex[:12]
             rec = {"generation": generation, "layout": store.layout.digest, "count": int(n),
                    "ids": f"ids-{stem}.npy", "vectors": f"vectors-{stem}.npy"}  # fmt: skip
-            dtype = np.dtype(np.float16 if n >= FP16_FROM else np.float32)
-            try:
-                ids, stat = _stream_vectors(folder / rec["vectors"], con, n, store.layout.dim, dtype)
-            except _TooBig:
-                dtype = np.dtype(np.float32)
-                ids, stat = _stream_vectors(folder / rec["vectors"], con, n, store.layout.dim, dtype)
-            rec["vectors_stat"], rec["dtype"] = list(stat), dtype.name
+            bf16 = n >= BF16_FROM
+            ids, stat = _stream_vectors(folder / rec["vectors"], con, n, store.layout.dim, bf16)
+            rec["vectors_stat"], rec["encoding"] = list(stat), "bfloat16" if bf16 else "float32"
             rec["ids_stat"] = list(_write_npy(folder / rec["ids"], ids))
     if fresh:
         assert rec is not None

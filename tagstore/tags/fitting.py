@@ -72,7 +72,7 @@ def fit_stats(store: Store, con: Connection, mat: Matrix | None = None) -> Catal
         assert record.stats_std is not None
         return CatalogueStats(record.stats_mean, record.stats_std, int(record.stats_count))
     if mat is not None:
-        return CatalogueStats.from_embeddings(mat.vectors)
+        return CatalogueStats.from_chunks(vectors for _, vectors in mat.chunks())
     return CatalogueStats.from_chunks(raw for _, raw in track_sql.iter_embeddings(con, store.layout.dim))
 
 
@@ -111,11 +111,8 @@ def score_catalogue(
     Returns ids ``(n,)`` int64 and scores ``(n, len(models))`` float32.
     """
     if mat is not None:
-        ids, vectors = mat.ids, mat.vectors
-        if only_missing_for is not None:
-            keep = np.isin(ids, tag_sql.missing_scores(con, only_missing_for))
-            ids, vectors = ids[keep], vectors[keep]
-        chunks = iter([(ids, vectors)])
+        keep = None if only_missing_for is None else np.isin(mat.ids, tag_sql.missing_scores(con, only_missing_for))
+        chunks = mat.chunks(keep, SCORE_CHUNK)
     elif only_missing_for is None:
         chunks = track_sql.iter_embeddings(con, store.layout.dim, SCORE_CHUNK)
     else:
