@@ -228,3 +228,16 @@ def test_nprobe_setter_checks_range() -> None:
     ivf = create("IVF16,Flat", DIM, "cpu")
     with pytest.raises(ValueError, match="from 1 to 16"):
         ivf.nprobe = 17
+
+
+def test_init_defaults_to_auto_and_keeps_the_budget(tmp_path: Path, runner) -> None:
+    out = cli(runner, "--store", tmp_path / "a", "init", "--json")
+    assert out.exit_code == 0, out.output
+    assert '"index_factory": "auto"' in out.output and '"memory_budget": null' in out.output
+    out = cli(runner, "--store", tmp_path / "b", "init", "--memory-budget", "1GB")
+    assert out.exit_code == 0, out.output
+    store = Store.open(tmp_path / "b")
+    store.close()
+    assert (store.factory, store.memory_budget) == ("auto", 1 << 30)
+    out = cli(runner, "--store", tmp_path / "c", "init", "--memory-budget", "huge")
+    assert out.exit_code == 1 and "'huge'" in out.output and not (tmp_path / "c" / "catalogue.duckdb").exists()
