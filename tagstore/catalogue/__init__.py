@@ -196,6 +196,16 @@ def reading(store: Path) -> Iterator[Connection]:
         con.close()
 
 
+SCAN_MEMORY = 1 << 30
+"""DuckDB memory limit for a connection that streams every embedding once (bulk index build, vector copy)."""
+
+
+def limit_memory(con: Connection, max_bytes: int = SCAN_MEMORY) -> None:
+    """Cap DuckDB's buffer pool for this database handle (default: 80% of RAM, which a full scan of a 6 GB
+    catalogue would fill with cached blocks that are never read again)."""
+    con.execute(f"SET memory_limit = '{int(max_bytes)}B'")
+
+
 def get_meta(con: Connection, key: str, default: str | None = None) -> str | None:
     """A value of the ``meta`` table, or ``default``."""
     row = con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()

@@ -9,14 +9,17 @@ parameter is then tuned on those queries (:mod:`tagstore.indexes.auto`).
 Memory: the index itself, one chunk (8,192 rows), the training sample (``train_size x dim`` float32:
 225 MB for 40k x 1408) and the held queries. Never the whole matrix.
 
-Restart after a kill: nothing half-built is kept. Pass 1 is one sequential read (~20 s at 1M x 1408 on
-the benchmark machine) and training is seeded, so a restart redoes exactly the same work and reaches the
-same index; checkpointing the trained quantizer would save the training time only (measured in
-benchmarks/README.md), while checkpointing partial adds would mean rewriting a growing index file.
+Restart after a kill: nothing half-built is kept, and the store is untouched until the new index is
+swapped in (the old one keeps answering). A restart redoes the same seeded work and reaches the same
+index. Checkpointing would save little: the phases' times are recorded (``read_s``, ``train_s``,
+``add_s``, ``tune_s`` in the index record's params) and the bulk of a build is the two sequential reads
+and the adds (benchmarks/README.md), while checkpointing partial adds would mean rewriting a growing
+index file.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +54,7 @@ def build(
 ) -> Built:
     """Build ``factory`` over every stored embedding of the open catalogue ``con`` (see the module doc)."""
     dim = store.layout.dim
+    cat.limit_memory(con)
     total = track_sql.embedding_count(con)
     index = indexes.create(factory, dim)
     all_ids = track_sql.embedding_ids(con) if total else np.zeros(0, np.int64)
@@ -74,6 +78,7 @@ def build(
                 progress(done, 2 * total, "reading")
             yield raw
 
+    t0 = time.perf_counter()
     stats: CatalogueStats | None = None
     if total >= MIN_STATS_TRACKS:
         stats = CatalogueStats.from_chunks(first_pass())
@@ -84,8 +89,10 @@ def build(
     held_ids = np.concatenate(kept["ids"]) if kept["ids"] else np.zeros(0, np.int64)
     held_raw = np.concatenate(kept["raw"]) if kept["raw"] else np.zeros((0, dim), np.float32)
     held = normalise_blocks(held_raw, store.layout, mean, std) if len(held_ids) else held_raw
+    t1 = time.perf_counter()
     if not index.is_trained:
         index.train(held[np.isin(held_ids, sample_ids)])
+    t2 = time.perf_counter()
     in_queries = np.isin(held_ids, query_ids)
     truth = auto.ExactNeighbours(held[in_queries], held_ids[in_queries])
     done = 0
@@ -96,9 +103,12 @@ def build(
         done += len(ids)
         if progress:
             progress(total + done, 2 * total, "indexing")
+    t3 = time.perf_counter()
     params: dict[str, Any] = {"choice": choice.as_dict() if choice else None, "trained_count": total,
                               "train_size": int(len(sample_ids))}  # fmt: skip
     params.update(_tune(index, truth, exact))
+    params.update(read_s=round(t1 - t0, 2), train_s=round(t2 - t1, 2), add_s=round(t3 - t2, 2),
+                  tune_s=round(time.perf_counter() - t3, 2))  # fmt: skip
     return Built(index, stats, total, params)
 
 

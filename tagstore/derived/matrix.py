@@ -155,6 +155,7 @@ def matrix(store: Store) -> Matrix:
         rec = records.matrix_record(con)
         if not _valid(store, rec, generation):
             fresh = True
+            cat.limit_memory(con)
             folder.mkdir(exist_ok=True)
             n = track_sql.embedding_count(con)
             stem = uuid.uuid4().hex[:12]
