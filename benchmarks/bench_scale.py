@@ -149,20 +149,35 @@ def bench_size(n: int, dim: int, work: Path, args: argparse.Namespace) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for spec, fac, wall, rss, mb, rec, q, nprobe, recorded in rows:
         print(f"| {spec} | {fac} | {wall:.1f} | {rss:.2f} | {mb:,.0f} | {rec:.3f} | {q:.1f} | {nprobe or '-'} | "
-              f"{recorded if recorded is not None else 'exact'} | n/a | n/a |")  # fmt: skip
-    # tags, with the auto index active
+              f"{recorded if recorded is not None else 'exact'} | n/a | n/a |", flush=True)  # fmt: skip
+    # tags, with the auto index active; each row printed as soon as it is measured
+    print("\n| step | s | target |\n|---|---:|---|", flush=True)
     with store.write_lock():
         t0 = time.perf_counter()
         matrix(store)
         refresh = time.perf_counter() - t0
+    print(f"| refresh the vector copy ({n:,} x {dim}, bfloat16 from 100k) | {refresh:.1f} | once per change of the catalogue |",
+          flush=True)  # fmt: skip
     times = []
     for r in range(args.repeats):
         examples = [str(i) for i in rng.choice(np.arange(1, n + 1), 20, replace=False)]
         t0 = time.perf_counter()
         api.add_tag(store, f"bench-{r}", examples, method="ensemble")
         times.append(time.perf_counter() - t0)
-    sizes = folder_gb(store.path)
+    print(f"| `add-tag` 20 examples, warm, median of {args.repeats} (min) | {statistics.median(times):.2f} "
+          f"({min(times):.2f}) | < 2 s |", flush=True)  # fmt: skip
     raw = n * dim * 4 / 1e9
+    store_table = ["", "| store folder | catalogue GB | index GB | vector copy GB | total GB | raw vectors GB | total / raw |",
+                   "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+
+    def size_row(label: str) -> str:
+        s = folder_gb(store.path)
+        total = sum(s.values())
+        return (f"| {label} | {s['catalogue']:.2f} | {s['index']:.2f} | {s['cache']:.2f} | {total:.2f} | {raw:.2f} | "
+                f"{total / raw:.2f} |")  # fmt: skip
+
+    store_table.append(size_row(f"{n:,} tracks, {args.repeats} tags"))
+    print("\n".join(store_table[:2] + store_table[2:]), file=sys.stderr, flush=True)
     for t in range(args.repeats, args.tags):
         api.add_tag(store, f"bench-{t}", [str(i) for i in rng.choice(np.arange(1, n + 1), 20, replace=False)],
                     method="ensemble")  # fmt: skip
@@ -171,26 +186,14 @@ def bench_size(n: int, dim: int, work: Path, args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         derived_index.sync(store)
         sync_s = time.perf_counter() - t0
+    print(f"| index sync after {args.new:,} new tracks | {sync_s:.2f} | |", flush=True)
     t0 = time.perf_counter()
     result = api.tag(store)
     tag_s = time.perf_counter() - t0
     assert result["tracks"] == args.new and result["tags"] == args.tags, result
-    with_scores = folder_gb(store.path)
-    print()
-    print("| step | s | target |")
-    print("|---|---:|---|")
-    print(f"| refresh the vector copy ({n:,} x {dim}, bfloat16 from 100k) | {refresh:.1f} | once per change of the catalogue |")
-    print(f"| `add-tag` 20 examples, warm, median of {args.repeats} (min) | {statistics.median(times):.2f} "
-          f"({min(times):.2f}) | < 2 s |")  # fmt: skip
-    print(f"| index sync after {args.new:,} new tracks | {sync_s:.2f} | |")
-    print(f"| `tag` {args.new:,} new tracks x {args.tags} tags | {tag_s:.2f} | < 2 s |")
-    print()
-    print("| store folder | catalogue GB | index GB | vector copy GB | total GB | raw vectors GB | total / raw |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for label, s in ((f"{n:,} tracks, 3 tags", sizes), (f"+{args.new:,} tracks, {args.tags} tags", with_scores)):
-        total = sum(s.values())
-        print(f"| {label} | {s['catalogue']:.2f} | {s['index']:.2f} | {s['cache']:.2f} | {total:.2f} | {raw:.2f} | "
-              f"{total / raw:.2f} |", flush=True)  # fmt: skip
+    print(f"| `tag` {args.new:,} new tracks x {args.tags} tags | {tag_s:.2f} | < 2 s |", flush=True)
+    store_table.append(size_row(f"+{args.new:,} tracks, {args.tags} tags"))
+    print("\n".join(store_table), flush=True)
     shutil.rmtree(store.path)
 
 
