@@ -46,9 +46,9 @@ def active_record(con: cat.Connection) -> IndexRecord | None:
     return records.active_index(con)
 
 
-def catalogue_stats(con: cat.Connection, dim: int) -> CatalogueStats | None:
-    """The catalogue's statistics over every stored embedding (one streaming pass), None below MIN_STATS_TRACKS."""
-    if track_sql.embedding_count(con) < MIN_STATS_TRACKS:
+def catalogue_stats(con: cat.Connection, dim: int, min_tracks: int = MIN_STATS_TRACKS) -> CatalogueStats | None:
+    """The catalogue's statistics over every stored embedding (one streaming pass), None below ``min_tracks``."""
+    if track_sql.embedding_count(con) < max(min_tracks, 1):
         return None
     return CatalogueStats.from_chunks(raw for _, raw in track_sql.iter_embeddings(con, dim))
 

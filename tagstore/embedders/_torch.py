@@ -10,7 +10,6 @@ only with ``torch.load(weights_only=True)``); loading an embedder then reads tha
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any

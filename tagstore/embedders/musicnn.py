@@ -22,7 +22,6 @@ their TF variable names and layouts (:func:`convert_wheel`).
 
 from __future__ import annotations
 
-import os
 import sys
 import zipfile
 from pathlib import Path

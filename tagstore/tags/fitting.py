@@ -23,6 +23,7 @@ from tagstore.catalogue import records
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.tags import FittedTag
+from tagstore.derived.index import catalogue_stats
 from tagstore.derived.matrix import Matrix, matrix
 from tagstore.errors import AudioError, TagError
 from tagstore.learning import METHODS, CatalogueStats, TagModel, score_tags
@@ -70,7 +71,10 @@ def fit_stats(store: Store, con: Connection, mat: Matrix | None = None) -> Catal
         return CatalogueStats(record.stats_mean, record.stats_std, int(record.stats_count))
     if mat is not None:
         return CatalogueStats.from_embeddings(mat.vectors)
-    return CatalogueStats.from_chunks(raw for _, raw in track_sql.iter_embeddings(con, store.layout.dim))
+    stats = catalogue_stats(con, store.layout.dim, min_tracks=1)
+    if stats is None:
+        raise TagError(f"the store {store.path} is empty; add tracks with `tagstore add` before learning tags")
+    return stats
 
 
 def fit(store: Store, con: Connection, name: str, examples: list[Example], method: str, mat: Matrix | None = None) -> TagModel:
