@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := torch,corpus,test
+EXTRAS := torch,corpus,server,test
 
 .PHONY: venv weights test demo clean
 
@@ -23,7 +23,14 @@ $(MUSICNN_WHEEL):
 weights: venv
 	$(BIN)/tagstore models fetch musicnn
 
-test: venv $(MUSICNN_WHEEL)
+# The web page's browser tests drive Debian's Chromium (Playwright cannot download its own browsers here);
+# without it they skip with a reason.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	-command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: venv $(MUSICNN_WHEEL) $(CHROMIUM)
 	TAGSTORE_MUSICNN_WHEEL=$(CURDIR)/$(MUSICNN_WHEEL) $(BIN)/python -m pytest -q
 
 demo: weights

@@ -27,14 +27,18 @@ from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.records import IndexRecord
 from tagstore.catalogue.tracks import Track
 from tagstore.derived import index as derived_index
-from tagstore.errors import InputError
+from tagstore.errors import InputError, TrackNotFoundError
 from tagstore.search import Hit, Query
+from tagstore.search import by_tag as _by_tag
 from tagstore.search import similar as _similar
+from tagstore.search import text_search as _text_search
 from tagstore.store import DEFAULT_FACTORY, Progress, Store
 
 if TYPE_CHECKING:
+    from tagstore.derived.projection import Projection
     from tagstore.embedders.pretrained import ModelInfo
     from tagstore.ingest import IngestReport
+    from tagstore.tags.teaching import Taught
     from tagstore.tags.views import ScoredTrack, TagSummary
 
 # Each command imports the modules it composes when it is called (ingest, tag fitting, model weights), so
@@ -45,6 +49,9 @@ __all__ = [
     "add", "add_tag", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
     "remove_tag", "scores", "similar", "suggest", "tag", "tag_examples", "tags", "tracks", "failures",
     "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
+    "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
+    "label", "undo_label", "teach_state", "learning_curve", "proposals", "set_threshold", "threshold_count",
+    "score_histogram",
 ]  # fmt: skip
 
 
@@ -102,9 +109,25 @@ def tracks(
     album: str | None = None,
     genre: str | None = None,
     limit: int | None = None,
+    ids: Sequence[int] | None = None,
 ) -> list[Track]:
-    """Tracks by id, filtered by text (path, title, artist), artist, album or genre."""
-    return store.tracks(match=match, artist=artist, album=album, genre=genre, limit=limit)
+    """Tracks by id, filtered by text (path, title, artist), artist, album, genre or a list of ids."""
+    return store.tracks(match=match, artist=artist, album=album, genre=genre, ids=ids, limit=limit)
+
+
+def generation(store: Store) -> int:
+    """How many changes the set of embeddings has seen (a map or cache made at another one is stale)."""
+    with store.reader() as con:
+        return cat.generation(con)
+
+
+def track(store: Store, track_id: int) -> Track:
+    """A stored track by catalogue id only (never a path); TrackNotFoundError otherwise."""
+    with store.reader() as con:
+        found = track_sql.by_id(con, int(track_id))
+    if found is None:
+        raise TrackNotFoundError(f"no track {track_id} in the store; give a catalogue id (see `tagstore tracks`)")
+    return found
 
 
 def failures(store: Store) -> list[dict[str, str]]:
@@ -189,6 +212,43 @@ def similar(
                     with_tags=with_tags, without_tags=without_tags)  # fmt: skip
 
 
+def search_text(
+    store: Store, text: str, limit: int = 50, offset: int = 0,
+    with_tags: Sequence[str] = (), without_tags: Sequence[str] = (),
+) -> list[Hit]:  # fmt: skip
+    """Tracks whose title, artist, album or path contains every word of ``text``, with tag filters."""
+    return _text_search(store, text, limit=limit, offset=offset, with_tags=with_tags, without_tags=without_tags)
+
+
+def tag_tracks(
+    store: Store, name: str, limit: int = 50, with_tags: Sequence[str] = (), without_tags: Sequence[str] = ()
+) -> list[Hit]:
+    """Tracks by descending score for a tag, with tag filters (``score``: the tag's score)."""
+    return _by_tag(store, name, limit=limit, with_tags=with_tags, without_tags=without_tags)
+
+
+def map_projection(store: Store, method: str = "pca") -> Projection:
+    """Every track placed on a 2-D map of its index vector (``pca``; ``umap`` when umap-learn is installed)."""
+    from tagstore.derived import projection
+
+    with store.write_lock():  # the memory-mapped vectors may need refreshing
+        return projection.project(store, method)
+
+
+def map_methods() -> list[str]:
+    """The map projections this installation can compute."""
+    from tagstore.derived import projection
+
+    return projection.available()
+
+
+def tag_score_table(store: Store, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored score of a tag: ids ``(n,)`` int64 ascending, scores ``(n,)`` float64."""
+    from tagstore.tags import views
+
+    return views.score_table(store, name)
+
+
 # --- tags ---------------------------------------------------------------------------------------
 
 
@@ -238,11 +298,11 @@ def tag(store: Store, names: Sequence[str] | None = None, all_tracks: bool = Fal
         return fitting.rescore(store, names, all_tracks=all_tracks)
 
 
-def tags(store: Store, kind: str | None = None) -> list[TagSummary]:
-    """Tags with their examples, method, threshold, predicted count and cross-validated AP."""
+def tags(store: Store, kind: str | None = None, names: Sequence[str] | None = None) -> list[TagSummary]:
+    """Tags (all, or those named) with their examples, method, threshold, predicted count and cross-validated AP."""
     from tagstore.tags import views
 
-    return views.list_tags(store, kind=kind)
+    return views.list_tags(store, kind=kind, names=names)
 
 
 def scores(
@@ -304,6 +364,66 @@ def explain(store: Store, track: str, name: str, k: int = 3) -> dict[str, Any]:
     from tagstore.tags import assist
 
     return assist.explain(store, track, name, k=k)
+
+
+def label(store: Store, name: str, track: int, answer: str, n: int = 10) -> Taught:
+    """Answer 'yes', 'no' or 'skip' for a stored track (by id) and refit the tag; 'yes' on a new name starts
+    the tag. Returns the tag, the next ``n`` proposals and the learning curve."""
+    from tagstore.tags import teaching
+
+    with store.write_lock():
+        return teaching.answer(store, name, track, answer, n=n)
+
+
+def undo_label(store: Store, name: str, n: int = 10) -> Taught:
+    """Take back the tag's last answer (and refit); undoing the answer that started the tag removes it."""
+    from tagstore.tags import teaching
+
+    with store.write_lock():
+        return teaching.undo(store, name, n=n)
+
+
+def teach_state(store: Store, name: str, n: int = 10) -> Taught:
+    """A learned tag with its next ``n`` proposals and its learning curve (CV AP against labels)."""
+    from tagstore.tags import teaching
+
+    return teaching.state(store, name, n=n)
+
+
+def learning_curve(store: Store, name: str) -> list[dict[str, Any]]:
+    """A learned tag's cross-validated AP after each answer given by :func:`label`, against the labels so far."""
+    from tagstore.tags import teaching
+
+    return teaching.learning_curve(store, name)
+
+
+def proposals(store: Store, name: str, n: int = 10) -> list[dict[str, Any]]:
+    """Tracks to label next for a tag: as :func:`suggest`, and leaving out tracks skipped for it."""
+    from tagstore.tags import teaching
+
+    return teaching.proposals(store, name, n=n)
+
+
+def set_threshold(store: Store, name: str, threshold: float) -> TagSummary:
+    """Set a tag's decision threshold and recompute its predictions (a later refit chooses anew)."""
+    from tagstore.tags import thresholds
+
+    with store.write_lock():
+        return thresholds.set_threshold(store, name, threshold)
+
+
+def threshold_count(store: Store, name: str, threshold: float) -> int:
+    """How many tracks a tag would predict at ``threshold``."""
+    from tagstore.tags import thresholds
+
+    return thresholds.count_at_least(store, name, threshold)
+
+
+def score_histogram(store: Store, name: str, bins: int = 40) -> dict[str, Any]:
+    """A tag's score distribution (``edges``, ``counts``) and its threshold."""
+    from tagstore.tags import thresholds
+
+    return thresholds.histogram(store, name, bins=bins)
 
 
 def record_dict(record: IndexRecord) -> dict[str, Any]:

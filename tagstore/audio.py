@@ -44,6 +44,7 @@ __all__ = [
     "resample",
     "stream",
     "stream_multi",
+    "to_wav",
 ]
 
 # Extensions soundfile is tried first for; everything else goes to PyAV first.
@@ -305,6 +306,27 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return x
     return np.asarray(_soxr().resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
+
+
+def to_wav(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> int:
+    """Decode ``path`` (streamed, any format :func:`probe` reads) into ``dest`` as mono 16-bit PCM WAV at the
+    native rate, for players that cannot play the original; returns the number of samples written.
+
+    ``dest`` is written under a temporary name and renamed, so it is whole or absent.
+    """
+    rate = probe(path).sample_rate
+    tmp = f"{os.fspath(dest)}.{os.getpid()}.part"
+    written = 0
+    try:
+        with sf.SoundFile(tmp, "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV") as out:
+            for chunk in stream(path, rate):
+                out.write(chunk)
+                written += chunk.shape[0]
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return written
 
 
 # --- tags and digests ---------------------------------------------------------------------------

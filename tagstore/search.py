@@ -19,9 +19,14 @@ from tagstore.store import OutsideFile, Store
 from tagstore.tags.examples import check_tag_name, require_learned, require_tag
 
 
+MAX_RESULTS = 1000
+"""The most rows one text or tag search returns."""
+
+
 @dataclass
 class Hit:
-    """One search result; ``score`` is cosine similarity of index vectors, in [-1, 1]."""
+    """One search result; ``score`` is cosine similarity of index vectors, in [-1, 1] (a tag search: the
+    tag's score; a text search: None)."""
 
     rank: int
     id: int
@@ -30,7 +35,7 @@ class Hit:
     artist: str | None
     album: str | None
     duration_s: float
-    score: float
+    score: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +48,36 @@ class Query:
     text: str
     track_id: int | None
     path: str | None
+
+
+def _tag_ids(con: Connection, names: Sequence[str]) -> list[int]:
+    return [require_tag(con, name).id for name in names]
+
+
+def text_search(
+    store: Store, text: str, limit: int = 50, offset: int = 0,
+    with_tags: Sequence[str] = (), without_tags: Sequence[str] = (),
+) -> list[Hit]:  # fmt: skip
+    """Tracks whose title, artist, album or path contains every word of ``text`` (case-insensitive), with
+    the tag filters of :func:`similar`; ``score`` is None (the order is artist, album, title)."""
+    if not 1 <= limit <= MAX_RESULTS or offset < 0:
+        raise InputError(f"limit must be between 1 and {MAX_RESULTS} and offset at least 0, got {limit}, {offset}")
+    with store.reader() as con:
+        rows = track_sql.text_search(con, text.split(), limit, offset, _tag_ids(con, with_tags), _tag_ids(con, without_tags))
+    return [Hit(rank, r[0], *r[1:5], duration_s=r[5], score=None) for rank, r in enumerate(rows, start=offset + 1)]
+
+
+def by_tag(
+    store: Store, name: str, limit: int = 50, with_tags: Sequence[str] = (), without_tags: Sequence[str] = ()
+) -> list[Hit]:
+    """Tracks by descending score for a tag (learned or model), with the tag filters of :func:`similar`;
+    ``score`` is the tag's score."""
+    if not 1 <= limit <= MAX_RESULTS:
+        raise InputError(f"limit must be between 1 and {MAX_RESULTS}, got {limit}")
+    with store.reader() as con:
+        tag_id = require_tag(con, check_tag_name(name)).id
+        rows = tag_sql.ranked(con, tag_id, limit, _tag_ids(con, with_tags), _tag_ids(con, without_tags))
+    return [Hit(rank, r[0], *r[1:5], duration_s=r[5], score=float(r[6])) for rank, r in enumerate(rows, start=1)]
 
 
 def tag_filter(

@@ -127,3 +127,25 @@ def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _quiet_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests run on 2 shared cores: one BLAS thread each keeps them predictable.
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+ARTISTS = {"tone": "The Harmonics", "chord": "Triad Quartet", "noise": "Static Unit", "clicks": "Metronome Club"}
+
+
+def write_tagged_library(root: Path, n: int = 16) -> Path:
+    """``n`` short FLAC clips of four kinds under ``root``, tagged with artist, title and album (mutagen)."""
+    from mutagen.flac import FLAC
+
+    for i in range(n):
+        kind = KINDS[i % 4]
+        path = write_clip(root / f"{kind}_{i:02d}.flac", kind, seconds=2.0 + 0.25 * (i % 3), seed=100 + i, format="FLAC")
+        tags = FLAC(str(path))
+        tags["title"], tags["artist"], tags["album"] = f"{kind.title()} study {i // 4 + 1}", ARTISTS[kind], f"{kind.title()}s"
+        tags.save()
+    return root
+
+
+@pytest.fixture
+def tagged_library(tmp_path: Path) -> Path:
+    """A folder of 16 tagged FLAC clips of four kinds (see :func:`write_tagged_library`)."""
+    return write_tagged_library(tmp_path / "tagged")

@@ -105,7 +105,24 @@ CREATE TABLE index_versions (
 );
 """
 
-ADDITIONS: tuple[str, ...] = ()
+ADDITIONS: tuple[str, ...] = (
+    # The answers given while teaching a tag by ear (web page): undo pops the last one; the learning
+    # curve is their cross-validated AP against the number of labels. ``previous``: the track's label
+    # before the answer (NULL: it was no example); ``created``: the answer created the tag.
+    """CREATE TABLE IF NOT EXISTS tag_answers (
+        tag_id BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        track_id BIGINT NOT NULL,
+        answer VARCHAR NOT NULL,
+        previous SMALLINT,
+        created BOOLEAN NOT NULL,
+        n_pos INTEGER NOT NULL,
+        n_neg INTEGER NOT NULL,
+        cv_ap DOUBLE,
+        answered_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (tag_id, seq)
+    )""",
+)
 """Idempotent DDL added since format 1 (``CREATE TABLE IF NOT EXISTS ...``, ``ALTER TABLE ... ADD COLUMN IF
 NOT EXISTS ...``), in order. A store whose recorded digest of these differs gets them applied by the next
 connection (:func:`tagstore.catalogue.connect`); a new store gets them at ``init``. Append, never edit."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tagstore.catalogue import Connection
+from tagstore.catalogue.tracks import tag_filter_sql
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def save_learned(
 
 def delete_tag(con: Connection, tag_id: int) -> None:
     """A tag with its examples, scores and suggestions."""
-    for table in ("tag_examples", "tag_external_examples", "tag_scores", "tag_suggestions"):
+    for table in ("tag_examples", "tag_external_examples", "tag_scores", "tag_suggestions", "tag_answers"):
         con.execute(f"DELETE FROM {table} WHERE tag_id = ?", [tag_id])
     con.execute("DELETE FROM tags WHERE id = ?", [tag_id])
 
@@ -225,8 +226,8 @@ def missing_scores(con: Connection, tag_ids: Sequence[int]) -> np.ndarray:
 
 def score_table(con: Connection, tag_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Every stored score of a tag: ids ``(n,)`` int64 ascending and scores ``(n,)`` float64."""
-    rows = con.execute("SELECT track_id, score FROM tag_scores WHERE tag_id = ? ORDER BY track_id", [tag_id]).fetchall()
-    return np.array([r[0] for r in rows], dtype=np.int64), np.array([r[1] for r in rows], dtype=np.float64)
+    cols = con.execute("SELECT track_id, score FROM tag_scores WHERE tag_id = ? ORDER BY track_id", [tag_id]).fetchnumpy()
+    return np.asarray(cols["track_id"], dtype=np.int64), np.asarray(cols["score"], dtype=np.float64)
 
 
 def predicted_ids(con: Connection, tag_id: int) -> np.ndarray:
@@ -249,6 +250,32 @@ def top_scores(
     if top is not None:
         sql += f" LIMIT {int(top)}"
     return con.execute(sql, [tag_id]).fetchall()
+
+
+def ranked(
+    con: Connection, tag_id: int, limit: int, with_tag_ids: Sequence[int] = (), without_tag_ids: Sequence[int] = ()
+) -> list[tuple[int, str, str | None, str | None, str | None, float, float, bool]]:
+    """``(id, path, title, artist, album, duration_s, score, predicted)`` by descending score (ties by id),
+    keeping tracks that pass the tag filters (:func:`tagstore.catalogue.tracks.tag_filter_sql`)."""
+    fragment, params = tag_filter_sql(with_tag_ids, without_tag_ids)
+    return con.execute(
+        f"""SELECT t.id, t.path, t.title, t.artist, t.album, t.duration_s, s.score, s.predicted
+            FROM tag_scores s JOIN tracks t ON t.id = s.track_id WHERE s.tag_id = ? AND {fragment}
+            ORDER BY s.score DESC, t.id LIMIT {int(limit)}""",
+        [tag_id, *params],
+    ).fetchall()
+
+
+def count_at_least(con: Connection, tag_id: int, threshold: float) -> int:
+    """How many of a tag's scored tracks score ``>= threshold``."""
+    return int(con.execute("SELECT count(*) FROM tag_scores WHERE tag_id = ? AND score >= ?",
+                           [tag_id, float(threshold)]).fetchone()[0])  # fmt: skip
+
+
+def set_threshold(con: Connection, tag_id: int, threshold: float, model: bytes | None) -> None:
+    """A tag's new decision threshold (and its model bytes carrying it), its predictions recomputed."""
+    con.execute("UPDATE tags SET threshold = ?, model = coalesce(?, model) WHERE id = ?", [float(threshold), model, tag_id])
+    con.execute("UPDATE tag_scores SET predicted = score >= ? WHERE tag_id = ?", [float(threshold), tag_id])
 
 
 def summaries(
@@ -279,3 +306,64 @@ def replace_suggestions(con: Connection, tag_id: int, found: Sequence[tuple[int,
     for track_id, score, sources in found:
         con.execute("INSERT INTO tag_suggestions (tag_id, track_id, score, sources) VALUES (?, ?, ?, ?)",
                     [tag_id, int(track_id), float(score), ",".join(map(str, sources))])  # fmt: skip
+
+
+# --- answers given while teaching a tag (the web page's labelling loop) --------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer: ``answer`` is 'yes', 'no' or 'skip'; ``previous`` the track's label before it (None: no
+    example); ``created``: it created the tag; the counts and CV AP are the tag's after the refit."""
+
+    seq: int
+    track_id: int
+    answer: str
+    previous: int | None
+    created: bool
+    n_pos: int
+    n_neg: int
+    cv_ap: float | None
+
+
+def example_label(con: Connection, tag_id: int, track_id: int) -> int | None:
+    """A stored track's label for a tag (1 or 0), or None when it is not an example."""
+    row = con.execute("SELECT label FROM tag_examples WHERE tag_id = ? AND track_id = ?", [tag_id, int(track_id)]).fetchone()
+    return None if row is None else (1 if row[0] > 0 else 0)
+
+
+def record_answer(con: Connection, tag_id: int, a: Answer) -> None:
+    con.execute(
+        """INSERT INTO tag_answers (tag_id, seq, track_id, answer, previous, created, n_pos, n_neg, cv_ap)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [tag_id, a.seq, a.track_id, a.answer, a.previous, a.created, a.n_pos, a.n_neg, a.cv_ap],
+    )
+
+
+def next_answer_seq(con: Connection, tag_id: int) -> int:
+    return int(con.execute("SELECT coalesce(max(seq), 0) + 1 FROM tag_answers WHERE tag_id = ?", [tag_id]).fetchone()[0])
+
+
+def answers(con: Connection, tag_id: int) -> list[Answer]:
+    """A tag's answers, oldest first."""
+    rows = con.execute(
+        """SELECT seq, track_id, answer, previous, created, n_pos, n_neg, cv_ap FROM tag_answers
+           WHERE tag_id = ? ORDER BY seq""",
+        [tag_id],
+    ).fetchall()
+    return [Answer(int(r[0]), int(r[1]), r[2], None if r[3] is None else int(r[3]), bool(r[4]), *r[5:]) for r in rows]
+
+
+def last_answer(con: Connection, tag_id: int) -> Answer | None:
+    done = answers(con, tag_id)
+    return done[-1] if done else None
+
+
+def delete_answer(con: Connection, tag_id: int, seq: int) -> None:
+    con.execute("DELETE FROM tag_answers WHERE tag_id = ? AND seq = ?", [tag_id, seq])
+
+
+def skipped_ids(con: Connection, tag_id: int) -> list[int]:
+    """Tracks answered 'skip' for a tag (not proposed again)."""
+    return [int(r[0]) for r in con.execute(
+        "SELECT DISTINCT track_id FROM tag_answers WHERE tag_id = ? AND answer = 'skip' ORDER BY 1", [tag_id]).fetchall()]  # fmt: skip

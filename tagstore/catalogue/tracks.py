@@ -119,6 +119,47 @@ def summary_rows(con: Connection, ids: Sequence[int]) -> dict[int, tuple[str, st
     return {r[0]: tuple(r[1:]) for r in rows}  # type: ignore[misc]
 
 
+SearchRow = tuple[int, str, str | None, str | None, str | None, float]
+"""``(id, path, title, artist, album, duration_s)``."""
+
+
+def tag_filter_sql(with_tag_ids: Sequence[int], without_tag_ids: Sequence[int], column: str = "t.id") -> tuple[str, list[Any]]:
+    """A WHERE fragment (``TRUE`` when empty) keeping tracks predicted to carry every ``with`` tag and none of
+    the ``without`` tags, and its parameters."""
+    parts, params = [], []
+    for tag_id in with_tag_ids:
+        parts.append(f"{column} IN (SELECT track_id FROM tag_scores WHERE tag_id = ? AND predicted)")
+        params.append(int(tag_id))
+    if without_tag_ids:
+        parts.append(
+            f"{column} NOT IN (SELECT track_id FROM tag_scores WHERE predicted AND tag_id IN (SELECT unnest(?::BIGINT[])))"
+        )
+        params.append([int(i) for i in without_tag_ids])
+    return (" AND ".join(parts) or "TRUE"), params
+
+
+def text_search(
+    con: Connection, words: Sequence[str], limit: int, offset: int = 0,
+    with_tag_ids: Sequence[int] = (), without_tag_ids: Sequence[int] = (),
+) -> list[SearchRow]:  # fmt: skip
+    """Tracks whose title, artist, album or path contains every word (case-insensitive), with tag filters.
+
+    Ordered by artist, album, title (else path) and id; ``words`` empty lists every track.
+    """
+    where, params = [], []
+    for word in words:
+        where.append("(" + " OR ".join(f"t.{c} ILIKE ? ESCAPE '\\'" for c in ("title", "artist", "album", "path")) + ")")
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params += [f"%{escaped}%"] * 4
+    fragment, fparams = tag_filter_sql(with_tag_ids, without_tag_ids)
+    where.append(fragment)
+    params += fparams
+    sql = f"""SELECT t.id, t.path, t.title, t.artist, t.album, t.duration_s FROM tracks t WHERE {' AND '.join(where)}
+              ORDER BY coalesce(t.artist, ''), coalesce(t.album, ''), coalesce(t.title, t.path), t.id
+              LIMIT {int(limit)} OFFSET {int(offset)}"""
+    return con.execute(sql, params).fetchall()
+
+
 def paths(con: Connection, ids: Sequence[int]) -> dict[int, str]:
     """id → path for the given ids that exist."""
     return {i: row[0] for i, row in summary_rows(con, ids).items()}
@@ -238,6 +279,7 @@ def delete_tracks(con: Connection, ids: Sequence[int]) -> None:
         ("tag_examples", "track_id"),
         ("tag_scores", "track_id"),
         ("tag_suggestions", "track_id"),
+        ("tag_answers", "track_id"),
         ("embeddings", "track_id"),
         ("tracks", "id"),
     ):

@@ -79,3 +79,9 @@ def predicted_ids(store: Store, name: str) -> np.ndarray:
     """Catalogue ids predicted to carry the tag (learned or model)."""
     with store.reader() as con:
         return tag_sql.predicted_ids(con, require_tag(con, check_tag_name(name)).id)
+
+
+def score_table(store: Store, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored score of a tag (learned or model): ids ``(n,)`` int64 ascending, scores ``(n,)`` float64."""
+    with store.reader() as con:
+        return tag_sql.score_table(con, require_tag(con, check_tag_name(name)).id)

@@ -1,0 +1,1 @@
+"""The resident server and the web page it serves."""
