@@ -192,8 +192,10 @@ async function openTag(name) {
   const edges = detail.histogram.edges;
   const slider = $("#tag-threshold");
   if (edges.length) {
-    const lo = Math.min(edges[0], t.threshold ?? edges[0]);
-    const hi = Math.max(edges[edges.length - 1], t.threshold ?? lo);
+    // a little beyond the scores at both ends, so the ends mean "every track" and "none" despite rounding
+    const pad = (edges[edges.length - 1] - edges[0]) * 0.002 || 0.001;
+    const lo = Math.min(edges[0], t.threshold ?? edges[0]) - pad;
+    const hi = Math.max(edges[edges.length - 1], t.threshold ?? lo) + pad;
     slider.min = lo;
     slider.max = hi;
     slider.step = (hi - lo) / 1000 || 0.001;
@@ -295,6 +297,7 @@ async function openTeach(name, keepQueue = false) {
 function applyTaught(answer) {
   const teach = state.teach;
   teach.exists = answer.tag !== null;
+  if (teach.exists) $("#teach-hint").textContent = "";
   teach.curve = answer.curve;
   teach.tag = answer.tag;
   teach.queue = answer.proposals;
@@ -402,12 +405,13 @@ function drawCurve() {
   ctx.stroke();
   ctx.fillText("1.0", 6, 12);
   ctx.fillText("0.0", 6, H - B);
-  ctx.fillText("labels", W - 42, H - 6);
   ctx.fillText("CV AP", L + 4, 14);
   const maxLabels = Math.max(2, ...state.teach.curve.map((p) => p.labels));
   const x = (n) => L + ((n - 1) / (maxLabels - 1)) * (W - L - 12);
   const y = (ap) => H - B - ap * (H - B - 8);
-  ctx.fillText(String(maxLabels), x(maxLabels) - 8, H - 6);
+  ctx.fillText("1", x(1) - 3, H - 8);
+  ctx.fillText(String(maxLabels), x(maxLabels) - 8, H - 8);
+  ctx.fillText("labels", (L + W) / 2 - 16, H - 8);
   if (!points.length) return;
   ctx.strokeStyle = "#2563eb";
   ctx.fillStyle = "#2563eb";
@@ -441,8 +445,14 @@ async function loadMap(force = false) {
   try {
     const data = await call(`/api/map?method=${method}`);
     const n = data.ids.length;
-    state.map = { method: data.method, ids: Float64Array.from(data.ids), x: Float32Array.from(data.x, (v) => v ?? 0),
-      y: Float32Array.from(data.y, (v) => v ?? 0), scores: null, order: null, lo: 0, hi: 1, count: n };
+    const x = Float32Array.from(data.x, (v) => v ?? 0), y = Float32Array.from(data.y, (v) => v ?? 0);
+    let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+    for (let i = 0; i < n; i++) {
+      x0 = Math.min(x0, x[i]); x1 = Math.max(x1, x[i]); y0 = Math.min(y0, y[i]); y1 = Math.max(y1, y[i]);
+    }
+    state.map = { method: data.method, ids: Float64Array.from(data.ids), x, y, scores: null, order: null, lo: 0, hi: 1,
+      count: n, midX: n ? (x0 + x1) / 2 : 0, midY: n ? (y0 + y1) / 2 : 0, half: n ? Math.max(x1 - x0, y1 - y0) / 2 || 1 : 1 };
+    Object.assign(mapView, { zoom: 1, panX: 0, panY: 0, selected: -1 });
     const methods = $("#map-method");
     if (methods.options.length !== data.methods.length) {
       methods.replaceChildren(...data.methods.map((m) => el("option", { value: m }, m.toUpperCase())));
@@ -490,10 +500,16 @@ function ramp(t) { // dark blue → teal → yellow (viridis-like), t in [0, 1]
   return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * u));
 }
 
+function frame(canvas) { // the points' bounding box fitted into the canvas, then the user's zoom and pan
+  const map = state.map;
+  const s = ((Math.min(canvas.width, canvas.height) / 2 - 12) / map.half) * mapView.zoom;
+  return { s, cx: canvas.width / 2 + mapView.panX - map.midX * s, cy: canvas.height / 2 + mapView.panY + map.midY * s };
+}
+
 function toScreen(canvas, i) {
   const map = state.map;
-  const s = (Math.min(canvas.width, canvas.height) / 2 - 8) * mapView.zoom;
-  return [canvas.width / 2 + (map.x[i] * s) + mapView.panX, canvas.height / 2 - (map.y[i] * s) + mapView.panY];
+  const { s, cx, cy } = frame(canvas);
+  return [cx + map.x[i] * s, cy - map.y[i] * s];
 }
 
 function drawMap() {
@@ -516,14 +532,14 @@ function drawMap() {
     palette[k] = (255 << 24) | (b << 16) | (g << 8) | r;
   }
   const plain = (255 << 24) | (180 << 16) | (116 << 8) | 71; // rgb(71,116,180)
-  const size = n > 20000 ? 1 : n > 2000 ? 2 : 4;
+  const size = Math.round((n > 20000 ? 1 : n > 2000 ? 2 : n > 200 ? 4 : 7) * Math.max(1, ratio));
+  const half = Math.floor(size / 2);
   const span = map.hi - map.lo || 1;
-  const s = (Math.min(width, height) / 2 - 8) * mapView.zoom;
-  const cx = width / 2 + mapView.panX, cy = height / 2 + mapView.panY;
+  const { s, cx, cy } = frame(canvas);
   let drawn = 0;
   for (let j = 0; j < n; j++) {
     const i = map.order ? map.order[j] : j;
-    const px = Math.round(cx + map.x[i] * s), py = Math.round(cy - map.y[i] * s);
+    const px = Math.round(cx + map.x[i] * s) - half, py = Math.round(cy - map.y[i] * s) - half;
     if (px < 0 || py < 0 || px + size > width || py + size > height) continue;
     let colour = plain;
     if (map.scores) {
@@ -564,6 +580,7 @@ function nearestPoint(canvas, clientX, clientY) {
 async function playPoint(i) {
   const id = state.map.ids[i];
   mapView.selected = i;
+  state.map.selected = id;
   drawMap();
   const player = $("#map-audio");
   player.src = audioSrc(id);
