@@ -347,3 +347,16 @@ def test_catalogue_stats_in_chunks_equal_one_pass(catalogue):
     assert CatalogueStats.from_dict(stats.to_dict()).count == stats.count
     with pytest.raises(TagError, match="empty"):
         CatalogueStats.from_chunks([])
+
+
+def test_unlabelled_sample_is_the_set_difference_drawn_with_the_seed():
+    from tagstore.learning.sampling import sample_unlabelled
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        pool = rng.permutation(rng.integers(0, 500, rng.integers(0, 200)))  # repeats and any order
+        exclude = rng.integers(0, 500, rng.integers(0, 15)).tolist()
+        rest = np.setdiff1d(pool, exclude)
+        assert np.array_equal(sample_unlabelled(pool, exclude, seed=3, size=1000), rest)
+        expected = rest if rest.size <= 20 else np.sort(np.random.default_rng(3).choice(rest, 20, replace=False))
+        assert np.array_equal(sample_unlabelled(pool, exclude, seed=3, size=20), expected)

@@ -58,31 +58,56 @@ def _valid(store: Store, rec: dict[str, Any] | None, generation: int) -> bool:
     return True
 
 
-def matrix(store: Store) -> Matrix:
+def matrix(store: Store, con: cat.Connection | None = None) -> Matrix:
     """All stored embeddings from the memory-mapped copy (refreshed here when stale).
 
-    The caller holds the write lock.
+    The caller holds the write lock. ``con``: a read-write connection of the caller's transaction to
+    check (and, when refreshed, record) the copy with, instead of connections of its own.
     """
-    with store.reader() as con:
-        generation = cat.generation(con)
-        rec = records.matrix_record(con)
-        if not _valid(store, rec, generation):
-            parts = list(track_sql.iter_embeddings(con, store.layout.dim))
-            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-            vecs = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, store.layout.dim), np.float32)
-            rec = None
-    folder = store.cache_dir
-    if rec is None:
-        folder.mkdir(exist_ok=True)
-        stem = uuid.uuid4().hex[:12]
-        rec = {"generation": generation, "layout": store.layout.digest, "count": int(len(ids)),
-               "ids": f"ids-{stem}.npy", "vectors": f"vectors-{stem}.npy"}  # fmt: skip
-        rec["ids_stat"] = list(_write_npy(folder / rec["ids"], ids))
-        rec["vectors_stat"] = list(_write_npy(folder / rec["vectors"], vecs))
-        with store.transaction() as con:
-            records.set_matrix_record(con, rec)
-        for old in folder.glob("*.npy"):
-            if old.name not in (rec["ids"], rec["vectors"]):
+    if con is None:
+        with store.reader() as c:
+            found, fresh = _check(store, c)
+        if fresh is not None:
+            with store.transaction() as c:
+                records.set_matrix_record(c, fresh)
+    else:
+        found, fresh = _check(store, con)
+        if fresh is not None:
+            records.set_matrix_record(con, fresh)
+    if fresh is not None:  # the old files go once the new ones are recorded
+        for old in store.cache_dir.glob("*.npy"):
+            if old.name not in (fresh["ids"], fresh["vectors"]):
                 old.unlink(missing_ok=True)
-    ids = np.load(folder / rec["ids"])
-    return Matrix(ids, np.load(folder / rec["vectors"], mmap_mode="r"), np.argsort(ids, kind="stable"))
+    rec = fresh or found
+    assert rec is not None
+    ids = np.load(store.cache_dir / rec["ids"])
+    return Matrix(ids, np.load(store.cache_dir / rec["vectors"], mmap_mode="r"), np.argsort(ids, kind="stable"))
+
+
+def current(store: Store, con: cat.Connection) -> Matrix | None:
+    """The memory-mapped copy when it is up to date with the catalogue, else None (readers never refresh it)."""
+    rec = records.matrix_record(con)
+    if not _valid(store, rec, cat.generation(con)):
+        return None
+    assert rec is not None
+    ids = np.load(store.cache_dir / rec["ids"])
+    return Matrix(ids, np.load(store.cache_dir / rec["vectors"], mmap_mode="r"), np.argsort(ids, kind="stable"))
+
+
+def _check(store: Store, con: cat.Connection) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the valid record, None), or (None, the record of new files written from ``con``'s embeddings)."""
+    generation = cat.generation(con)
+    rec = records.matrix_record(con)
+    if _valid(store, rec, generation):
+        return rec, None
+    parts = list(track_sql.iter_embeddings(con, store.layout.dim))
+    ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    vecs = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, store.layout.dim), np.float32)
+    folder = store.cache_dir
+    folder.mkdir(exist_ok=True)
+    stem = uuid.uuid4().hex[:12]
+    fresh = {"generation": generation, "layout": store.layout.digest, "count": int(len(ids)),
+             "ids": f"ids-{stem}.npy", "vectors": f"vectors-{stem}.npy"}  # fmt: skip
+    fresh["ids_stat"] = list(_write_npy(folder / fresh["ids"], ids))
+    fresh["vectors_stat"] = list(_write_npy(folder / fresh["vectors"], vecs))
+    return None, fresh

@@ -13,9 +13,11 @@ temporary file, refused past :data:`UPLOAD_LIMIT` bytes, and deleted after the s
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -139,7 +141,7 @@ class _Web:
     def __init__(self, store: Store, lock: Any) -> None:
         self.store = store
         self.lock = lock
-        self.maps: dict[str, Projection] = {}
+        self.maps: dict[str, tuple[Projection, bytes]] = {}
         self.transcodes = _Transcodes()
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -147,11 +149,17 @@ class _Web:
         with self.lock, self.store.session():
             return fn(self.store, *args, **kwargs)
 
-    def projection(self, method: str) -> Projection:
+    def projection(self, method: str) -> tuple[Projection, bytes]:
+        """The map by ``method`` and its JSON, kept until the catalogue changes (100k points: 2.4 MB)."""
         with self.lock, self.store.session():
             kept = self.maps.get(method)
-            if kept is None or kept.generation != api.generation(self.store):
-                kept = self.maps[method] = api.map_projection(self.store, method)
+            if kept is None or kept[0].generation != api.generation(self.store):
+                proj = api.map_projection(self.store, method)
+                body = json.dumps({
+                    "method": proj.method, "methods": api.map_methods(), "generation": proj.generation,
+                    "ids": proj.ids.tolist(), "x": _finite(proj.xy[:, 0]), "y": _finite(proj.xy[:, 1]),
+                }, separators=(",", ":")).encode()  # fmt: skip
+                kept = self.maps[method] = (proj, body)
             return kept
 
 
@@ -162,8 +170,20 @@ def _track_id(text: str) -> int:
     return int(text)
 
 
+def _name(text: str) -> str:
+    """A tag name as the catalogue keeps it (trimmed, NFC)."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
 def _finite(values: np.ndarray, digits: int = 4) -> list[float | None]:
-    return [None if not np.isfinite(v) else round(float(v), digits) for v in values.tolist()]
+    """JSON-ready values, rounded; NaN and infinities (no score) become None."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(values)
+    out: list[float | None] = np.round(np.where(ok, values, 0.0), digits).tolist()
+    if not ok.all():
+        for i in np.flatnonzero(~ok).tolist():
+            out[i] = None
+    return out
 
 
 def _hits(hits: Sequence[Any]) -> list[dict[str, Any]]:
@@ -260,23 +280,21 @@ def mount(app: FastAPI, store: Store) -> None:
             os.unlink(tmp)
 
     @router.get("/api/map")
-    def map_points(method: str = "pca") -> dict[str, Any]:
-        proj = web.projection(method)
-        return {"method": proj.method, "methods": api.map_methods(), "generation": proj.generation,
-                "ids": proj.ids.tolist(), "x": _finite(proj.xy[:, 0]), "y": _finite(proj.xy[:, 1])}  # fmt: skip
+    def map_points(method: str = "pca") -> Response:
+        return Response(web.projection(method)[1], media_type="application/json")
 
     @router.get("/api/map/scores")
     def map_scores(tag: str, method: str = "pca") -> dict[str, Any]:
-        proj = web.projection(method)
+        proj, _ = web.projection(method)
         ids, scores = web.call(api.tag_score_table, tag)
         aligned = np.full(len(proj.ids), np.nan)
         if len(ids):
             at = np.clip(np.searchsorted(ids, proj.ids), 0, len(ids) - 1)
             hit = ids[at] == proj.ids
             aligned[hit] = scores[at[hit]]
-        summary = next((t for t in web.call(api.tags) if t.name == tag.strip()), None)
+        summary = next(iter(web.call(api.tags, names=[_name(tag)])), None)
         threshold = None if summary is None else summary.threshold
-        return {"tag": tag.strip(), "threshold": threshold, "scores": _finite(aligned)}
+        return {"tag": _name(tag), "threshold": threshold, "scores": _finite(aligned)}
 
     @router.get("/api/web/tags")
     def tag_list() -> dict[str, Any]:
@@ -289,7 +307,7 @@ def mount(app: FastAPI, store: Store) -> None:
     @router.get("/api/web/tags/{name:path}")
     def tag_page(name: str, top: int = Query(20, ge=1, le=MAX_K)) -> dict[str, Any]:
         def gather(store: Store) -> dict[str, Any]:
-            matches = [t for t in api.tags(store) if t.name == name.strip()]
+            matches = api.tags(store, names=[_name(name)])
             if not matches:
                 api.scores(store, name, top=1)  # raises the library's UnknownTagError with its hint
             summary = matches[0]
@@ -303,7 +321,7 @@ def mount(app: FastAPI, store: Store) -> None:
                     t = rows.get(e["id"])
                     e.update(title=t.title if t else None, artist=t.artist if t else None,
                              duration_s=t.duration_s if t else None)  # fmt: skip
-                curve = api.teach_state(store, name, n=0).curve
+                curve = api.learning_curve(store, name)
             top_rows = [s.to_dict() for s in api.scores(store, name, top=top, exclude_examples=True)]
             return {"tag": summary.to_dict(), "examples": examples, "top": top_rows, "curve": curve,
                     "histogram": api.score_histogram(store, name)}  # fmt: skip

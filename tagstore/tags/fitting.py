@@ -86,7 +86,10 @@ def fit(store: Store, con: Connection, name: str, examples: list[Example], metho
 
     def vectors(exs: list[Example]) -> np.ndarray:
         ids = [e.track_id for e in exs if e.track_id is not None]
-        stored = store.embeddings(ids, con) if ids else np.zeros((0, store.layout.dim), np.float32)
+        if not ids:
+            stored = np.zeros((0, store.layout.dim), np.float32)
+        else:  # the mapped copy holds the same vectors as DuckDB, without a scan of the BLOBs
+            stored = mat.rows(np.asarray(ids, dtype=np.int64)) if mat is not None else store.embeddings(ids, con)
         outside = [e.vector for e in exs if e.track_id is None]
         return np.concatenate([stored, np.stack(outside)]) if outside else stored
 

@@ -22,6 +22,7 @@ from tagstore.catalogue import Connection
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.tags import Answer
+from tagstore.derived.matrix import current as current_matrix
 from tagstore.derived.matrix import matrix
 from tagstore.errors import InputError, TagError, UnknownTagError
 from tagstore.learning import TagModel
@@ -97,21 +98,35 @@ def proposals(store: Store, name: str, n: int = 10, con: Connection | None = Non
     tag_id = require_learned(con, check_tag_name(name))
     ((_, _, blob),) = tag_sql.learned_models(con, [name])
     ids, scores = tag_sql.score_table(con, tag_id)
-    return _pick(con, tag_id, TagModel.from_bytes(blob), ids, scores, lambda sub: store.embeddings(sub.tolist(), con), n)
+    mat = current_matrix(store, con)
+    rows = mat.rows if mat is not None else (lambda sub: store.embeddings(sub.tolist(), con))
+    return _pick(con, tag_id, TagModel.from_bytes(blob), ids, scores, rows, n)
+
+
+def _state(store: Store, con: Connection, name: str, tag_id: int, n: int) -> tuple[TagSummary, list[dict[str, Any]], list[dict[str, Any]]]:
+    (summary,) = list_tags(store, con, names=[name])
+    return summary, proposals(store, name, n, con), curve(con, tag_id)
+
+
+def learning_curve(store: Store, name: str) -> list[dict[str, Any]]:
+    """A learned tag's learning curve (see :func:`curve`)."""
+    name = check_tag_name(name)
+    with store.reader() as con:
+        return curve(con, require_learned(con, name))
 
 
 def state(store: Store, name: str, n: int = 10) -> Taught:
     """A learned tag as the teaching view shows it: summary, proposals and learning curve."""
+    name = check_tag_name(name)
     with store.reader() as con:
-        tag_id = require_learned(con, check_tag_name(name))
-        (summary,) = list_tags(store, con, names=[check_tag_name(name)])
-        return Taught(summary, proposals(store, name, n, con), curve(con, tag_id))
+        return Taught(*_state(store, con, name, require_learned(con, name), n))
 
 
 def answer(store: Store, name: str, track_id: int, reply: str, n: int = 10) -> Taught:
     """Record ``reply`` ('yes', 'no' or 'skip') for a stored track and refit the tag (not for 'skip').
 
     'yes' on a tag that does not exist creates it with this one example. Returns the tag with new proposals.
+    One read-write transaction does it all (opening connections is the loop's largest fixed cost).
     """
     name = check_tag_name(name)
     if reply not in ANSWERS:
@@ -119,8 +134,7 @@ def answer(store: Store, name: str, track_id: int, reply: str, n: int = 10) -> T
     if reply == "skip":
         return _skip(store, name, track_id, n)
     t0 = time.perf_counter()
-    mat = matrix(store)
-    with store.reader() as con:
+    with store.transaction() as con:
         track = store.track(int(track_id), con)
         row = tag_sql.tag_row(con, name)
         if row is None and reply != "yes":
@@ -129,36 +143,31 @@ def answer(store: Store, name: str, track_id: int, reply: str, n: int = 10) -> T
             raise TagError(f"{name!r} is a {row.kind} tag (scored by its model); it cannot be taught")
         previous = tag_sql.example_label(con, row.id, track.id) if row else None
         seq = tag_sql.next_answer_seq(con, row.id) if row else 1
-        old = stored_examples(con, row.id) if row else []
-        examples = merge(old, [Example(LABELS[reply], track.id, track.path)])
+        examples = merge(stored_examples(con, row.id) if row else [], [Example(LABELS[reply], track.id, track.path)])
         choice = (row.method_choice if row else None) or fitting.DEFAULT_METHOD
+        mat = matrix(store, con)
         done = fitting.refit(store, con, name, examples, choice, mat)
-    n_pos = sum(1 for e in examples if e.label > 0)
-    record = Answer(seq, track.id, reply, previous, row is None, n_pos, len(examples) - n_pos, _finite(done.model.cv_ap))
-    with store.transaction() as con:
+        n_pos = sum(1 for e in examples if e.label > 0)
+        record = Answer(seq, track.id, reply, previous, row is None, n_pos, len(examples) - n_pos, _finite(done.model.cv_ap))
         tag_id = fitting.save(con, name, done, examples, row.id if row else None, choice)
         tag_sql.record_answer(con, tag_id, record)
         (summary,) = list_tags(store, con, names=[name])
-    refit_s = time.perf_counter() - t0
-    with store.reader() as con:
         picks = _pick(con, tag_id, done.model, done.ids, done.scores[:, 0], mat.rows, n)
-        return Taught(summary, picks, curve(con, tag_id), record, refit_s)
+        points = curve(con, tag_id)
+    return Taught(summary, picks, points, record, time.perf_counter() - t0)
 
 
 def _skip(store: Store, name: str, track_id: int, n: int) -> Taught:
-    with store.reader() as con:
+    with store.transaction() as con:
         track = store.track(int(track_id), con)
         tag_id = require_learned(con, name)
-        seq = tag_sql.next_answer_seq(con, tag_id)
         examples = stored_examples(con, tag_id)
         n_pos = sum(1 for e in examples if e.label > 0)
-        previous = tag_sql.example_label(con, tag_id, track.id)
         (summary,) = list_tags(store, con, names=[name])
-    record = Answer(seq, track.id, "skip", previous, False, n_pos, len(examples) - n_pos, summary.cv_ap)
-    with store.transaction() as con:
+        record = Answer(tag_sql.next_answer_seq(con, tag_id), track.id, "skip", tag_sql.example_label(con, tag_id, track.id),
+                        False, n_pos, len(examples) - n_pos, summary.cv_ap)  # fmt: skip
         tag_sql.record_answer(con, tag_id, record)
-    with store.reader() as con:
-        return Taught(summary, proposals(store, name, n, con), curve(con, tag_id), record)
+        return Taught(*_state(store, con, name, tag_id, n), answer=record)
 
 
 def undo(store: Store, name: str, n: int = 10) -> Taught:
@@ -168,38 +177,29 @@ def undo(store: Store, name: str, n: int = 10) -> Taught:
     """
     name = check_tag_name(name)
     t0 = time.perf_counter()
-    with store.reader() as con:
+    with store.transaction() as con:
         tag_id = require_learned(con, name)
         last = tag_sql.last_answer(con, tag_id)
         if last is None:
             raise TagError(f"tag {name!r} has no answer to undo")
-        if last.answer == "skip":
-            examples = None
-        else:
-            examples = [e for e in stored_examples(con, tag_id) if e.track_id != last.track_id]
-            if last.previous is not None:
-                path = track_sql.paths(con, [last.track_id]).get(last.track_id, "")
-                examples.append(Example(last.previous, last.track_id, path))
-            row = tag_sql.tag_row(con, name)
-            choice = (row.method_choice if row else None) or fitting.DEFAULT_METHOD
-    if examples is None:
-        with store.transaction() as con:
-            tag_sql.delete_answer(con, tag_id, last.seq)
-        return state(store, name, n)
-    if not any(e.label > 0 for e in examples):
-        if not last.created:
-            raise TagError(f"undoing answer {last.seq} would leave tag {name!r} without a positive example")
-        with store.transaction() as con:
-            tag_sql.delete_tag(con, tag_id)
-        return Taught(None, [], [], last, time.perf_counter() - t0)
-    mat = matrix(store)
-    with store.reader() as con:
-        done = fitting.refit(store, con, name, examples, choice, mat)
-    with store.transaction() as con:
-        fitting.save(con, name, done, examples, tag_id, choice)
         tag_sql.delete_answer(con, tag_id, last.seq)
+        if last.answer == "skip":
+            return Taught(*_state(store, con, name, tag_id, n), answer=last)
+        examples = [e for e in stored_examples(con, tag_id) if e.track_id != last.track_id]
+        if last.previous is not None:
+            path = track_sql.paths(con, [last.track_id]).get(last.track_id, "")
+            examples.append(Example(last.previous, last.track_id, path))
+        if not any(e.label > 0 for e in examples):
+            if not last.created:
+                raise TagError(f"undoing answer {last.seq} would leave tag {name!r} without a positive example")
+            tag_sql.delete_tag(con, tag_id)
+            return Taught(None, [], [], last, time.perf_counter() - t0)
+        row = tag_sql.tag_row(con, name)
+        choice = (row.method_choice if row else None) or fitting.DEFAULT_METHOD
+        mat = matrix(store, con)
+        done = fitting.refit(store, con, name, examples, choice, mat)
+        fitting.save(con, name, done, examples, tag_id, choice)
         (summary,) = list_tags(store, con, names=[name])
-    refit_s = time.perf_counter() - t0
-    with store.reader() as con:
         picks = _pick(con, tag_id, done.model, done.ids, done.scores[:, 0], mat.rows, n)
-        return Taught(summary, picks, curve(con, tag_id), last, refit_s)
+        points = curve(con, tag_id)
+    return Taught(summary, picks, points, last, time.perf_counter() - t0)
