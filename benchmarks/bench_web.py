@@ -135,6 +135,39 @@ def bench_routes(store: Store, answers: int, repeats: int) -> list[str]:
     return lines
 
 
+def bench_scoring(store: Store, repeats: int) -> list[str]:
+    """One tag's scoring pass over every stored vector (one BLAS thread), in chunks of the old size and of
+    SCORE_CHUNK; both give the same scores."""
+    from tagstore.derived.matrix import matrix
+    from tagstore.learning import model as model_module
+    from tagstore.learning import score_tags
+    from tagstore.catalogue import tags as tag_sql
+
+    with store.write_lock():
+        mat = matrix(store)
+    with store.reader() as con:
+        ((_, _, blob),) = tag_sql.learned_models(con, ["bench"])
+    tag_model = model_module.TagModel.from_bytes(blob)
+    lines = ["| scoring every track for one tag | rows per chunk | median ms | min ms |", "|---|---|---|---|"]
+    kept = model_module.SCORE_CHUNK
+    times: dict[int, list[float]] = {16384: [], kept: []}
+    results = {}
+    try:
+        for _ in range(repeats):  # alternating, so a change in the machine's load hits both alike
+            for chunk in times:
+                model_module.SCORE_CHUNK = chunk
+                t0 = time.perf_counter()
+                results[chunk] = score_tags([tag_model], mat.vectors)
+                times[chunk].append(time.perf_counter() - t0)
+    finally:
+        model_module.SCORE_CHUNK = kept
+    assert np.allclose(results[16384], results[kept], rtol=1e-5, atol=1e-4)
+    for chunk, ts in times.items():
+        note = " (the old size)" if chunk == 16384 else " (SCORE_CHUNK)"
+        lines.append(f"| {len(mat.ids):,} x {mat.vectors.shape[1]} | {chunk}{note} | {statistics.median(ts) * 1000:.0f} | {min(ts) * 1000:.0f} |")
+    return lines
+
+
 def bench_browser(store: Store, screenshot: str | None) -> list[str]:
     import uvicorn
     from fastapi import FastAPI
@@ -198,6 +231,8 @@ def main() -> None:
         api.rebuild(store)
         print(f"store of {args.tracks:,} x {args.dim} built and indexed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         print("\n".join(bench_routes(store, args.answers, args.repeats)))
+        print()
+        print("\n".join(bench_scoring(store, 5)))
         if args.browser:
             print()
             print("\n".join(bench_browser(store, args.screenshot)))

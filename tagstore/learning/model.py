@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tagstore.errors import StoreFormatError, TagError
 
@@ -15,9 +16,8 @@ METHODS = ("probe", "prototype", "ensemble")
 FORMAT = "tagstore.tagmodel"
 FORMAT_VERSION = 1
 SCORE_CHUNK = 1024
-"""Rows scored at once: bounds the temporary centred copy to SCORE_CHUNK * d float32. Small enough (2 MB at
-d = 512) to stay in cache between the centring, the product and the norms: 100k x 512 scored in about half
-the time of 16k-row chunks on the 2-core VM (benchmarks/README.md, web page)."""
+"""Rows scored at once: bounds the temporary centred copy to SCORE_CHUNK * d float32, small enough (2 MB at
+d = 512) to stay in cache between the centring, the product and the norms (see benchmarks/bench_web.py)."""
 
 Ref = tuple[float, float]
 """(centre, scale) of a score over the reference sample: z = (score - centre) / scale."""
@@ -223,11 +223,13 @@ def _project(
         )
     proj = np.empty((X.shape[0], P.shape[1]), np.float32)
     out_norms = np.empty(X.shape[0], np.float32) if norms else None
-    for i in range(0, X.shape[0], SCORE_CHUNK):
-        Xc = np.subtract(X[i : i + SCORE_CHUNK], mean, dtype=np.float32)
-        proj[i : i + SCORE_CHUNK] = Xc @ P
-        if out_norms is not None:
-            out_norms[i : i + SCORE_CHUNK] = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
+    # A (chunk, d) @ (d, 2T) product is memory-bound: BLAS threads only add start-up and contention per call.
+    with threadpool_limits(1, user_api="blas"):
+        for i in range(0, X.shape[0], SCORE_CHUNK):
+            Xc = np.subtract(X[i : i + SCORE_CHUNK], mean, dtype=np.float32)
+            proj[i : i + SCORE_CHUNK] = Xc @ P
+            if out_norms is not None:
+                out_norms[i : i + SCORE_CHUNK] = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
     return proj, out_norms
 
 
