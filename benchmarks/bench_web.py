@@ -7,7 +7,8 @@ A store of ``--tracks`` synthetic seeded vectors (a mixture of 24 clusters, so t
 Every route is timed through FastAPI's TestClient (routing, JSON and the library call; no network), each
 request on its own, after one warm-up. The labelling loop is the page's: a tag started from one "yes",
 then ``--answers`` answers, each a POST that refits the tag, rescores every track, saves, and returns the
-next proposals. ``--browser`` also opens the map in headless Chromium (Debian's package, via Playwright)
+next proposals (the first proposal is answered by its cluster; every fourth answer is a "yes" to a track
+of the seed's cluster found by "more like this", as a user adds positives from a search). ``--browser`` also opens the map in headless Chromium (Debian's package, via Playwright)
 served by uvicorn, and reports the time until all points are drawn and the draw itself.
 Prints markdown tables.
 """
@@ -77,14 +78,19 @@ def row(name: str, times: list[float], note: str = "") -> str:
     return f"| {name} | {len(ms)} | {statistics.median(ms):.0f} | {p95:.0f} | {ms[-1]:.0f} | {note} |"
 
 
-def bench_routes(store: Store, answers: int, repeats: int) -> list[str]:
+def make_app(store: Store):  # type: ignore[no-untyped-def]
     from fastapi import FastAPI
-    from fastapi.testclient import TestClient
 
     from tagstore.server import web
 
     app = FastAPI()
     web.mount(app, store)
+    return app
+
+
+def bench_routes(app, store: Store, answers: int, repeats: int) -> list[str]:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
     client = TestClient(app)
     rng = np.random.default_rng(1)
     n = len(api.tracks(store, limit=None))
@@ -103,11 +109,17 @@ def bench_routes(store: Store, answers: int, repeats: int) -> list[str]:
     # the labelling loop: one yes starts the tag, then the page's answers, each refitting the tag
     t_start, body = timed(client, "POST", "/api/tags/bench/label", json={"track": int(seeds[0]), "answer": "yes"})
     mine = api.track(store, int(seeds[0])).album
+    # the user's other yeses come from a search ("more like this" on the seed), one in four answers
+    _, similar = timed(client, "GET", f"/api/search?mode=similar&track={int(seeds[0])}&k=50")
+    found = [h["id"] for h in similar["results"] if h["album"] == mine]
     loop, refits = [], []
-    for _ in range(answers):
+    for i in range(answers):
         proposal = body["proposals"][0]
-        reply = "yes" if proposal["album"] == mine else "no"
-        took, body = timed(client, "POST", "/api/tags/bench/label", json={"track": proposal["id"], "answer": reply})
+        if i % 4 == 3 and found:
+            track, reply = found.pop(0), "yes"
+        else:
+            track, reply = proposal["id"], "yes" if proposal["album"] == mine else "no"
+        took, body = timed(client, "POST", "/api/tags/bench/label", json={"track": track, "answer": reply})
         loop.append(took)
         refits.append(body["refit_s"])
     tag = body["tag"]
@@ -168,15 +180,10 @@ def bench_scoring(store: Store, repeats: int) -> list[str]:
     return lines
 
 
-def bench_browser(store: Store, screenshot: str | None) -> list[str]:
+def bench_browser(app, screenshot: str | None) -> list[str]:  # type: ignore[no-untyped-def]
     import uvicorn
-    from fastapi import FastAPI
     from playwright.sync_api import sync_playwright
 
-    from tagstore.server import web
-
-    app = FastAPI()
-    web.mount(app, store)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -230,12 +237,13 @@ def main() -> None:
         store = clustered_store(Path(tmp) / "s", args.tracks, args.dim)
         api.rebuild(store)
         print(f"store of {args.tracks:,} x {args.dim} built and indexed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        print("\n".join(bench_routes(store, args.answers, args.repeats)))
+        app = make_app(store)
+        print("\n".join(bench_routes(app, store, args.answers, args.repeats)))
         print()
         print("\n".join(bench_scoring(store, 5)))
         if args.browser:
             print()
-            print("\n".join(bench_browser(store, args.screenshot)))
+            print("\n".join(bench_browser(app, args.screenshot)))
 
 
 if __name__ == "__main__":

@@ -95,16 +95,22 @@ def proposals(store: Store, name: str, n: int = 10, con: Connection | None = Non
     if con is None:
         with store.reader() as c:
             return proposals(store, name, n, c)
+    row = tag_sql.tag_row(con, check_tag_name(name))
     tag_id = require_learned(con, check_tag_name(name))
-    ((_, _, blob),) = tag_sql.learned_models(con, [name])
+    assert row is not None
+    if row.model is None:
+        return []
     ids, scores = tag_sql.score_table(con, tag_id)
     mat = current_matrix(store, con)
     rows = mat.rows if mat is not None else (lambda sub: store.embeddings(sub.tolist(), con))
-    return _pick(con, tag_id, TagModel.from_bytes(blob), ids, scores, rows, n)
+    return _pick(con, tag_id, TagModel.from_bytes(bytes(row.model)), ids, scores, rows, n)
 
 
-def _state(store: Store, con: Connection, name: str, tag_id: int, n: int) -> tuple[TagSummary, list[dict[str, Any]], list[dict[str, Any]]]:
-    (summary,) = list_tags(store, con, names=[name])
+def _state(
+    store: Store, con: Connection, name: str, tag_id: int, n: int, summary: TagSummary | None = None
+) -> tuple[TagSummary, list[dict[str, Any]], list[dict[str, Any]]]:
+    if summary is None:
+        (summary,) = list_tags(store, con, names=[name])
     return summary, proposals(store, name, n, con), curve(con, tag_id)
 
 
@@ -167,7 +173,7 @@ def _skip(store: Store, name: str, track_id: int, n: int) -> Taught:
         record = Answer(tag_sql.next_answer_seq(con, tag_id), track.id, "skip", tag_sql.example_label(con, tag_id, track.id),
                         False, n_pos, len(examples) - n_pos, summary.cv_ap)  # fmt: skip
         tag_sql.record_answer(con, tag_id, record)
-        return Taught(*_state(store, con, name, tag_id, n), answer=record)
+        return Taught(*_state(store, con, name, tag_id, n, summary), answer=record)
 
 
 def undo(store: Store, name: str, n: int = 10) -> Taught:
