@@ -312,21 +312,31 @@ def to_wav(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> int:
     """Decode ``path`` (streamed, any format :func:`probe` reads) into ``dest`` as mono 16-bit PCM WAV at the
     native rate, for players that cannot play the original; returns the number of samples written.
 
-    ``dest`` is written under a temporary name and renamed, so it is whole or absent.
+    The samples are spooled to an anonymous temporary file (the header needs their count), then written
+    with the header through :func:`tagstore.fileio.atomic_write`, so ``dest`` is whole or absent.
     """
+    import struct
+    import tempfile
+
     rate = probe(path).sample_rate
-    tmp = f"{os.fspath(dest)}.{os.getpid()}.part"
-    written = 0
-    try:
-        with sf.SoundFile(tmp, "w", samplerate=rate, channels=1, subtype="PCM_16", format="WAV") as out:
-            for chunk in stream(path, rate):
-                out.write(chunk)
-                written += chunk.shape[0]
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return written
+    with tempfile.TemporaryFile() as spool:
+        count = 0
+        for chunk in stream(path, rate):
+            pcm = np.round(np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2")
+            spool.write(pcm.tobytes())
+            count += pcm.shape[0]
+        size = 2 * count
+        header = b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE" + b"fmt " + struct.pack(
+            "<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16) + b"data" + struct.pack("<I", size)  # fmt: skip
+
+        def content(sink: Any) -> None:
+            sink.write(header)
+            spool.seek(0)
+            while block := spool.read(fileio.CHUNK):
+                sink.write(block)
+
+        fileio.atomic_write(dest, content)
+    return count
 
 
 # --- tags and digests ---------------------------------------------------------------------------

@@ -175,5 +175,6 @@ def test_wheel_installs_only_the_tagstore_name(tmp_path: Path) -> None:
     assert top == {"tagstore", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     assert "tagstore/cli/main.py" in names and "tagstore/indexes/__init__.py" in names
     assert "tagstore/py.typed" in names
+    assert {f"tagstore/server/static/{f}" for f in ("index.html", "app.js", "style.css")} <= set(names)  # the web page
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "tagstore = tagstore.cli.main:main" in entry

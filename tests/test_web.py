@@ -89,14 +89,14 @@ def test_upload_search_deletes_the_file_and_limits_size(served, monkeypatch: pyt
     store, client = served
     clip = write_clip(tmp_path / "query.wav", "clicks", seconds=2.0, seed=3)
     made: list[str] = []
-    real = tempfile.mkstemp
+    real = tempfile.NamedTemporaryFile
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        fd, name = real(*args, **kwargs)
-        made.append(name)
-        return fd, name
+        handle = real(*args, **kwargs)
+        made.append(handle.name)
+        return handle
 
-    monkeypatch.setattr(web.tempfile, "mkstemp", spy)
+    monkeypatch.setattr(web.tempfile, "NamedTemporaryFile", spy)
     answer = client.post("/api/search/upload", params={"name": "query.wav", "k": 4}, content=clip.read_bytes())
     assert answer.status_code == 200, answer.text
     hits = answer.json()["results"]

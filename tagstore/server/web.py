@@ -262,10 +262,13 @@ def mount(app: FastAPI, store: Store) -> None:
         if declared is not None and declared.isdigit() and int(declared) > UPLOAD_LIMIT:
             return _error(413, f"the upload is {int(declared)} bytes; the limit is {UPLOAD_LIMIT} bytes")  # type: ignore[return-value]
         suffix = os.path.splitext(name)[1].lower()
-        fd, tmp = tempfile.mkstemp(prefix="tagstore-upload-", suffix=suffix if suffix in audio.AUDIO_EXTENSIONS else "")
+        sink = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, deleted in finally
+            prefix="tagstore-upload-", suffix=suffix if suffix in audio.AUDIO_EXTENSIONS else "", delete=False
+        )
+        tmp = sink.name
         try:
             size = 0
-            with os.fdopen(fd, "wb") as sink:
+            with sink:
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > UPLOAD_LIMIT:
