@@ -42,7 +42,8 @@ class Projection:
 
 def available() -> list[str]:
     """The projection methods this installation can run."""
-    return ["pca"] + (["umap"] if importlib.util.find_spec("umap") is not None else [])
+    spec = importlib.util.find_spec("umap")
+    return ["pca"] + (["umap"] if spec is not None and spec.origin is not None else [])  # not a leftover folder
 
 
 def generation(store: Store) -> int:
