@@ -20,6 +20,12 @@ MUSICNN_WHEEL := .cache/musicnn-0.1.0-py3-none-any.whl
 $(MUSICNN_WHEEL):
 	-$(BIN)/python -m pip download --quiet --no-deps musicnn==0.1.0 -d .cache
 
+# The aisfx wheel likewise: its checkpoint and its own network and front end, which tests run as references.
+AISFX_WHEEL := .cache/aisfx-0.1.2-py2.py3-none-any.whl
+
+$(AISFX_WHEEL):
+	-$(BIN)/python -m pip download --quiet --no-deps aisfx==0.1.2 -d .cache
+
 weights: venv
 	$(BIN)/tagstore models fetch musicnn
 
@@ -30,8 +36,8 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	-command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: venv $(MUSICNN_WHEEL) $(CHROMIUM)
-	TAGSTORE_MUSICNN_WHEEL=$(CURDIR)/$(MUSICNN_WHEEL) $(BIN)/python -m pytest -q
+test: venv $(MUSICNN_WHEEL) $(AISFX_WHEEL) $(CHROMIUM)
+	TAGSTORE_MUSICNN_WHEEL=$(CURDIR)/$(MUSICNN_WHEEL) TAGSTORE_AISFX_WHEEL=$(CURDIR)/$(AISFX_WHEEL) $(BIN)/python -m pytest -q
 
 demo: weights
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

@@ -20,6 +20,7 @@ __all__ = ["Embedder", "REGISTRY", "available", "create", "parse_spec", "parse_s
 REGISTRY: dict[str, tuple[str, str | None]] = {
     "dsp": ("tagstore.embedders.dsp:DSPEmbedder", None),
     "musicnn": ("tagstore.embedders.musicnn:MusicnnEmbedder", "torch"),
+    "aisfx": ("tagstore.embedders.aisfx:AisfxEmbedder", "torch"),
     "vggish": ("tagstore.embedders.vggish:VGGishEmbedder", "torch"),
     "openl3": ("tagstore.embedders.openl3:OpenL3Embedder", "torch"),
     "passt": ("tagstore.embedders.passt:PaSSTEmbedder", "torch"),

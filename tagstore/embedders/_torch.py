@@ -122,10 +122,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """Unpickle a PyTorch checkpoint with ``weights_only=True`` (tensors, numpy arrays, plain containers).
 
     numpy arrays are allowed because some published files (VGGish's PCA parameters) hold them; nothing
-    else that could run code is. Raises EmbedderError when the file is not such a checkpoint.
+    else that could run code is. A checkpoint saved as a tuple or list (aisfx saves ``(state_dict,
+    datasets)``) comes back as a dictionary keyed ``"0"``, ``"1"``, ... Raises EmbedderError when the file is
+    not such a checkpoint.
     """
     torch = import_torch("weights")
-    allowed: list[Any] = [np.ndarray, np.dtype, type(np.dtype(np.float32)), type(np.dtype(np.float64))]
+    allowed: list[Any] = [np.ndarray, np.dtype] + [type(np.dtype(t)) for t in (np.float32, np.float64, np.int64)]
     try:
         from numpy._core.multiarray import _reconstruct, scalar  # numpy 2 pickles under numpy._core
     except ImportError:  # numpy 1
@@ -138,6 +140,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a usable checkpoint
         raise EmbedderError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, (tuple, list)):
+        obj = {str(i): item for i, item in enumerate(obj)}
     if not isinstance(obj, dict):
         raise EmbedderError(f"{path} holds a {type(obj).__name__}, not a dictionary of tensors")
     return obj

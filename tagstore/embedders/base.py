@@ -35,6 +35,8 @@ class Embedder(ABC):
     """Windows per call to :meth:`embed` chosen by the host."""
     lead_in_samples: int = 0
     """Zeros the host puts before a track, so windows line up with a model's own framing (musicnn: 256)."""
+    lead_out_samples: int = 0
+    """Zeros the host puts after a track, for models whose last frames read past the end (aisfx: 2047)."""
     tag_names: tuple[str, ...] = ()
     """The model's own output tags (e.g. musicnn's 50), empty for models without a tag head."""
 

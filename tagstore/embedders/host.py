@@ -4,7 +4,8 @@ A file is decoded once, in chunks, and resampled to every embedder's rate on the
 (``audio.stream_multi``); windows are cut as the samples arrive, so memory stays bounded by the
 chunk size, not the file length. A file shorter than one window is padded the embedder's way
 (repetition by default); after at least one full window, a trailing part shorter than a window
-is not embedded (as musicnn and VGGish do).
+is not embedded (as musicnn and VGGish do). An embedder may ask for zeros before the track
+(``lead_in_samples``) and after it (``lead_out_samples``) to line windows up with its own framing.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class _BlockRun:
         self.embeddings: list[np.ndarray] = []
         self.tags: list[np.ndarray] = []
         self.lead_in = int(embedder.lead_in_samples)
+        self.lead_out = int(embedder.lead_out_samples)
         if self.lead_in:
             self.windower.push(np.zeros(self.lead_in, dtype=np.float32))
 
@@ -90,8 +92,11 @@ class _BlockRun:
                 self.tags.append(np.asarray(tags, dtype=np.float32))
 
     def finish(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.lead_out:
+            self.push(np.zeros(self.lead_out, dtype=np.float32))
         if self.windower.emitted == 0 and not self.embeddings:
-            clip = self.windower.buf[self.lead_in :]  # a short clip is padded without its lead-in
+            end = self.windower.buf.shape[0] - self.lead_out
+            clip = self.windower.buf[self.lead_in : end]  # a short clip is padded without its lead-in and lead-out
             if clip.size == 0:
                 raise ValueError("no samples")
             self.pending.append(self.embedder.pad_short(clip)[None, :])
