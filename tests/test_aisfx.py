@@ -164,6 +164,22 @@ def test_options_and_missing_weights(weights_dir: Path, tmp_path: Path) -> None:
         convert_wheel(not_a_wheel, tmp_path)
 
 
+def test_pool_option(weights_dir: Path, emb) -> None:  # type: ignore[no-untyped-def]
+    from tagstore.embedders import create, parse_spec
+    from tagstore.embedders.host import TrackEmbedder
+
+    name, opts = parse_spec("aisfx:pool=mean+max")
+    wide = create(name, {**opts, "weights_dir": str(weights_dir), "threads": "1"})
+    assert (wide.dim, wide.window_dim, wide.options) == (1024, 512, {"pool": "mean+max"})
+    track = music(5.0, seed=3, sr=SAMPLE_RATE)  # 5 s: 3 blocks
+    blocks = emb.embed(np.ascontiguousarray(_host_windows(emb, track)))
+    assert blocks.shape == (3, 512)
+    vector = TrackEmbedder([wide]).embed_audio(track, SAMPLE_RATE).vector
+    np.testing.assert_allclose(vector, np.concatenate([blocks.mean(0), blocks.max(0)]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(EmbedderError, match="unknown pool"):
+        create("aisfx", {"pool": "max", "weights_dir": str(weights_dir)})
+
+
 def test_network_equals_the_packages_embedding_net(emb, torch) -> None:  # type: ignore[no-untyped-def]
     """Seeded weights: our folded-BN torch port against the package's EmbeddingNet on the same log-mel blocks."""
     net = reference_net(random_state(torch, 0), torch)

@@ -1,6 +1,7 @@
 """Embedder registry: names map to import strings, so a backend (and torch) loads only when used.
 
-A spec names one backend and its options: ``"dsp"``, ``"musicnn"``, ``"musicnn:model=MTT:layer=penultimate"``.
+A spec names one backend and its options: ``"dsp"``, ``"musicnn"``, ``"musicnn:model=MTT:layer=penultimate"``,
+``"musicnn:layer=penultimate:pool=mean+std"``; or an alias of a weights bundle (``"vggish-pca"``, ``"openl3-6144"``).
 Several specs joined by commas form a combined embedding (``"dsp,musicnn"``).
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 from tagstore.embedders.base import Embedder
 from tagstore.errors import MissingDependencyError, UnknownEmbedderError
 
-__all__ = ["Embedder", "REGISTRY", "available", "create", "parse_spec", "parse_specs"]
+__all__ = ["ALIASES", "Embedder", "REGISTRY", "available", "create", "parse_spec", "parse_specs"]
 
 # name -> (import string "module:Class", extra that provides its dependencies or None)
 REGISTRY: dict[str, tuple[str, str | None]] = {
@@ -27,13 +28,23 @@ REGISTRY: dict[str, tuple[str, str | None]] = {
 }
 
 
+ALIASES: dict[str, tuple[str, dict[str, str]]] = {
+    "vggish-pca": ("vggish", {"pca": "true"}),
+    "openl3-6144": ("openl3", {"embedding_size": "6144"}),
+}
+"""Names ``tagstore models list`` shows for a weights bundle that is an option of a backend."""
+
+
 def available() -> list[str]:
     """Registered embedder names (whether or not their dependencies are installed)."""
     return sorted(REGISTRY)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"musicnn:model=MTT:layer=penultimate"`` -> ``("musicnn", {"model": "MTT", "layer": "penultimate"})``."""
+    """``"musicnn:model=MTT:layer=penultimate"`` -> ``("musicnn", {"model": "MTT", "layer": "penultimate"})``.
+
+    An alias from :data:`ALIASES` names a backend with options: ``"vggish-pca"`` -> ``("vggish", {"pca": "true"})``.
+    """
     name, *opts = [p.strip() for p in spec.strip().split(":")]
     options: dict[str, str] = {}
     for opt in opts:
@@ -43,9 +54,12 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
                 f"bad embedder option {opt!r} in {spec!r}; write options as NAME:KEY=VALUE, e.g. musicnn:model=MTT"
             )
         options[key] = value
+    if name in ALIASES:
+        name, preset = ALIASES[name]
+        options = {**preset, **options}
     if name not in REGISTRY:
         raise UnknownEmbedderError(
-            f"unknown embedder {name!r}; choose from {', '.join(available())}"
+            f"unknown embedder {name!r}; choose from {', '.join(available() + sorted(ALIASES))}"
         )
     return name, options
 

@@ -20,8 +20,9 @@ Mapped onto the host: a window is the audio one block's 100 frames read, 99 * 10
 (2.345 s) every 51200 (1.161 s), after ``lead_in_samples`` = 1024 zeros (the centred first frame) and with
 ``lead_out_samples`` = 2047 zeros after the track (a frame that starts before the end reads zeros past it),
 so the windows are exactly the package's blocks. A clip shorter than one block is zero-padded, as the
-package pads its spectrogram with zero rows (a frame of silence is a row of zeros). The track vector is the
-mean of the block embeddings (the package returns them unpooled).
+package pads its spectrogram with zero rows (a frame of silence is a row of zeros). The track vector pools
+the block embeddings (the package returns them unpooled): the mean, or the mean and the maximum or the
+standard deviation (option ``pool``).
 
 The front end is computed in float64 FFTs over float32 frames; Essentia's float32 FFT differs from it by
 about 2e-4 on log-mel values of 0..8 (2e-5 relative). torch is imported when an embedder is built. Weights
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from tagstore.embedders import _torch
-from tagstore.embedders.base import Embedder
+from tagstore.embedders.base import POOLS, Embedder, parse_pool, pool_windows
 from tagstore.errors import EmbedderError
 
 SAMPLE_RATE = 44100
@@ -153,12 +154,13 @@ def block_starts(n_frames: int) -> list[int]:
 class AisfxEmbedder(Embedder):
     """aiSFX sound-effects embeddings (512-d) from the published checkpoint, in PyTorch.
 
-    Options (strings from a spec such as ``aisfx:device=cpu``): ``device`` (``auto``, ``cpu`` or
-    ``cuda``); ``threads`` (CPU threads, else ``$TAGSTORE_THREADS``, ``$OMP_NUM_THREADS`` or the usable
-    CPUs); ``batch_size`` (blocks per forward pass); ``weights_dir`` (else the per-user cache). None of
-    them changes the output.
+    Options (strings from a spec such as ``aisfx:pool=mean+max``): ``pool`` over a track's blocks ``mean``
+    (default), ``mean+max`` or ``mean+std`` (1024-d: the mean, then the maximum or standard deviation);
+    ``device`` (``auto``, ``cpu`` or ``cuda``); ``threads`` (CPU threads, else ``$TAGSTORE_THREADS``,
+    ``$OMP_NUM_THREADS`` or the usable CPUs); ``batch_size`` (blocks per forward pass); ``weights_dir``
+    (else the per-user cache). Only ``pool`` changes the output.
 
-    ``embed``: ``(n, 103424)`` float32 windows at 44.1 kHz -> ``(n, 512)`` float32. Track vector: the mean.
+    ``embed``: ``(n, 103424)`` float32 windows at 44.1 kHz -> ``(n, 512)`` float32.
     """
 
     name = "aisfx"
@@ -173,12 +175,15 @@ class AisfxEmbedder(Embedder):
 
     def __init__(
         self,
+        pool: str = "mean",
         device: str = "auto",
         threads: int | str | None = None,
         batch_size: int | str | None = None,
         weights_dir: str | Path | None = None,
     ) -> None:
         _torch.check_device(self.name, device)
+        self.pool_how = parse_pool(self.name, pool)
+        self.dim = EMBEDDING_SIZE * POOLS[self.pool_how]
         if batch_size not in (None, ""):
             self.batch_size = _torch.parse_positive(self.name, "batch_size", batch_size, int)
         params, self.weights_digest = _torch.load_tensors(self.name, "aisfx", WEIGHTS_FILE, weights_dir, PARAM_SHAPES)
@@ -200,6 +205,18 @@ class AisfxEmbedder(Embedder):
     @property
     def version(self) -> str:
         return f"1:{self.weights_digest[:23]}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"pool": self.pool_how} if self.pool_how != "mean" else {}
+
+    @property
+    def window_dim(self) -> int:
+        return EMBEDDING_SIZE
+
+    def pool(self, window_embeddings: np.ndarray) -> np.ndarray:
+        """``(m, 512)`` block embeddings -> ``(dim,)`` float32 by the ``pool`` option."""
+        return pool_windows(window_embeddings, self.pool_how)
 
     def pad_short(self, audio: np.ndarray) -> np.ndarray:
         """A clip shorter than one block: its lead-in, the clip, then zeros (the package's zero rows)."""
@@ -236,7 +253,7 @@ class AisfxEmbedder(Embedder):
         """``(n, 103424)`` float32 windows at 44.1 kHz -> ``(n, 512)`` float32 embeddings."""
         windows = self.check_windows(windows)
         if windows.shape[0] == 0:
-            return np.zeros((0, self.dim), np.float32)
+            return np.zeros((0, EMBEDDING_SIZE), np.float32)
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(_writable(windows)).to(self.device)
