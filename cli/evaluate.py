@@ -73,13 +73,14 @@ def eval_cmd(
     # Each fit is a few hundred rows: one BLAS thread per worker process runs them several times faster
     # than a thread pool per process. Only takes effect before numpy loads; an explicit setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from tagstore.embedders import join_plus
     from tagstore.evaluation import evaluate
     from tagstore.evaluation.report import fmt, k_label
 
     bar = common.ProgressBar("eval")
     try:
         result = evaluate(
-            labels, embedders=[e.replace("+", ",") for e in embedders.split(",")], shots=_ints(shots, "--shots"),
+            labels, embedders=[join_plus(e) for e in embedders.split(",")], shots=_ints(shots, "--shots"),
             draws=draws, methods=[m.strip() for m in methods.split(",") if m.strip()], seed=seed,
             store_root=store_root, progress=bar, neg_per_pos=None if neg_per_pos < 0 else neg_per_pos,
             workers=workers if workers > 0 else os.cpu_count() or 1,

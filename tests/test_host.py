@@ -200,3 +200,10 @@ def test_aliases_of_weights_bundles_name_a_backend_with_options() -> None:
     assert set(ALIASES) == set(BUNDLES) - set(embedders.REGISTRY)  # every bundle listed is a name init accepts
     with pytest.raises(UnknownEmbedderError, match="named twice"):
         parse_specs("vggish,vggish-pca")
+
+
+def test_plus_joins_specs_but_not_option_values() -> None:
+    from tagstore.embedders import join_plus
+
+    assert join_plus("dsp+musicnn:layer=penultimate:pool=mean+std+aisfx") == "dsp,musicnn:layer=penultimate:pool=mean+std,aisfx"
+    assert join_plus("vggish-pca+openl3-6144") == "vggish-pca,openl3-6144" and join_plus("musicnn:pool=mean+max") == "musicnn:pool=mean+max"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from tagstore.embedders.base import Embedder
 from tagstore.errors import MissingDependencyError, UnknownEmbedderError
 
-__all__ = ["ALIASES", "Embedder", "REGISTRY", "available", "create", "parse_spec", "parse_specs"]
+__all__ = ["ALIASES", "Embedder", "REGISTRY", "available", "create", "join_plus", "parse_spec", "parse_specs"]
 
 # name -> (import string "module:Class", extra that provides its dependencies or None)
 REGISTRY: dict[str, tuple[str, str | None]] = {
@@ -62,6 +63,13 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
             f"unknown embedder {name!r}; choose from {', '.join(available() + sorted(ALIASES))}"
         )
     return name, options
+
+
+def join_plus(text: str) -> str:
+    """``"dsp+musicnn:pool=mean+std"`` -> ``"dsp,musicnn:pool=mean+std"``: a ``+`` before an embedder name joins
+    specs into one combined layout (``tagstore eval``'s notation); one inside an option value stays."""
+    names = "|".join(re.escape(n) for n in sorted([*REGISTRY, *ALIASES], key=len, reverse=True))
+    return re.sub(rf"\+(?=(?:{names})(?::|\+|,|$))", ",", text)
 
 
 def parse_specs(specs: str | list[str]) -> list[tuple[str, dict[str, str]]]:
