@@ -220,7 +220,7 @@ def tunes(out: Path, per_type: int, seed: int) -> list[dict[str, object]]:
     for path in sorted(folder.glob("*.abc")):
         m = re.search(r"^R:\s*(.+)$", path.read_text(encoding="latin-1"), re.M)
         if m:
-            by_type[re.sub(r"\s+", " ", m.group(1).strip().lower())].append(path)
+            by_type[re.sub(r"[\s_-]+", "", m.group(1).strip().lower())].append(path)  # "slip jig" = "slipjig"
     rng = np.random.default_rng(seed)
     rows = []
     for dance, paths in sorted(by_type.items()):
@@ -240,12 +240,12 @@ def tunes(out: Path, per_type: int, seed: int) -> list[dict[str, object]]:
             buf = io.BytesIO()
             pm.write(buf)
             x = render_audio(buf.getvalue(), CLIP_S, RATE, -20.0)
-            tag = dance.replace(" ", "-")
+            tag = dance
             rel = Path("audio") / "tunes" / tag / f"{path.stem}.wav"
             write_wav(out / rel, x)
             rows.append({"path": str(rel), "track": f"tunes/{path.stem}", "tags": {tag, name, "folk"},
                          "class": f"tunes/{tag}"})  # fmt: skip
-        say(f"  {dance}: {sum(r['class'] == f'tunes/{dance.replace(chr(32), chr(45))}' for r in rows)} tunes")
+        say(f"  {dance}: {sum(r['class'] == f'tunes/{dance}' for r in rows)} tunes")
     return rows
 
 

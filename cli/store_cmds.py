@@ -19,9 +19,13 @@ def init(
     """Create a store: a DuckDB catalogue and a folder for its vector index."""
     from tagstore import api
 
+    from tagstore.config import DEFAULT_EMBEDDERS
+
     s = common.settings()
+    default = embedders is None and s.embedders == DEFAULT_EMBEDDERS  # the default layout fetches its weights
     embedders, index = embedders or s.embedders, index or s.index
-    store = api.init(path or s.store, embedders=embedders, factory=index, runtime=common.runtime(s))
+    store = api.init(path or s.store, embedders=embedders, factory=index, runtime=common.runtime(s),
+                     fetch_weights=common.info if default else None)
     if json_out:
         common.echo_json(api.info(store))
     else:

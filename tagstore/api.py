@@ -27,7 +27,7 @@ from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.records import IndexRecord
 from tagstore.catalogue.tracks import Track
 from tagstore.derived import index as derived_index
-from tagstore.errors import InputError, TrackNotFoundError
+from tagstore.errors import InputError, MissingWeightsError, TrackNotFoundError
 from tagstore.search import Hit, Query
 from tagstore.search import by_tag as _by_tag
 from tagstore.search import similar as _similar
@@ -60,13 +60,26 @@ __all__ = [
 
 def init(
     path: str | os.PathLike[str], embedders: str | list[str] = "dsp", factory: str = DEFAULT_FACTORY,
-    runtime: Mapping[str, Any] | None = None,
+    runtime: Mapping[str, Any] | None = None, fetch_weights: Callable[[str], None] | None = None,
 ) -> Store:  # fmt: skip
     """Create a store folder with an empty catalogue for the given embedder spec(s) and index factory.
 
     ``runtime``: ``weights_dir`` / ``threads`` for building the embedders (:class:`tagstore.config.Settings`).
+    ``fetch_weights``: when given, weights an embedder lacks are fetched first (``tagstore models fetch``:
+    downloaded, digest-checked, converted), with one-line messages to it; offline that fails with
+    EmbedderError naming `tagstore models import`. Without it a missing bundle raises MissingWeightsError.
     """
-    return Store.init(path, embedders=embedders, factory=factory, runtime=runtime)
+    weights_dir = (runtime or {}).get("weights_dir")
+    fetched: set[str] = set()
+    while True:
+        try:
+            return Store.init(path, embedders=embedders, factory=factory, runtime=runtime)
+        except MissingWeightsError as exc:
+            if fetch_weights is None or exc.bundle is None or exc.bundle in fetched:
+                raise
+            fetch_weights(f"the {exc.bundle} weights are not installed: fetching them (tagstore models fetch {exc.bundle})")
+            pretrained.fetch(exc.bundle, fetch_weights, Path(weights_dir) if weights_dir else None)
+            fetched.add(exc.bundle)
 
 
 def open(path: str | os.PathLike[str], runtime: Mapping[str, Any] | None = None) -> Store:  # noqa: A001

@@ -98,6 +98,11 @@ class MissingDependencyError(EmbedderError):
 class MissingWeightsError(EmbedderError):
     """Model weights are not in the cache; the message names the command that fetches them."""
 
+    def __init__(self, message: str, bundle: str | None = None) -> None:
+        super().__init__(message)
+        self.bundle = bundle
+        """Name of the weights bundle that is missing (``tagstore models fetch BUNDLE``), when known."""
+
 
 class WeightsDigestError(EmbedderError):
     """A weights file whose digest differs from the one recorded for it."""

