@@ -111,15 +111,18 @@ def cli(runner, *args: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tests never read or write the user's weights cache: a session cache, holding musicnn's real
-    weights converted by this code when the wheel is at hand (``make test`` downloads it beforehand)."""
+    """Tests never read or write the user's weights cache: a session cache, holding musicnn's and aisfx's
+    real weights converted by this code when their wheels are at hand (``make test`` downloads them)."""
     root = tmp_path_factory.mktemp("weights-cache")
     os.environ["TAGSTORE_WEIGHTS_DIR"] = str(root)
-    wheel = Path(os.environ.get("TAGSTORE_MUSICNN_WHEEL") or Path(__file__).parents[1] / ".cache" / "musicnn-0.1.0-py3-none-any.whl")
-    if wheel.is_file():
-        from tagstore.embedders import pretrained
+    cache = Path(__file__).parents[1] / ".cache"
+    for name, env, wheel_name in (("musicnn", "TAGSTORE_MUSICNN_WHEEL", "musicnn-0.1.0-py3-none-any.whl"),
+                                  ("aisfx", "TAGSTORE_AISFX_WHEEL", "aisfx-0.1.2-py2.py3-none-any.whl")):
+        wheel = Path(os.environ.get(env) or cache / wheel_name)
+        if wheel.is_file():
+            from tagstore.embedders import pretrained
 
-        pretrained.import_file("musicnn", wheel, weights_dir=root)
+            pretrained.import_file(name, wheel, weights_dir=root)
     return root
 
 

@@ -178,6 +178,13 @@ def test_pool_option(weights_dir: Path, emb) -> None:  # type: ignore[no-untyped
     np.testing.assert_allclose(vector, np.concatenate([blocks.mean(0), blocks.max(0)]), rtol=1e-5, atol=1e-6)
     with pytest.raises(EmbedderError, match="unknown pool"):
         create("aisfx", {"pool": "max", "weights_dir": str(weights_dir)})
+    sparse = create(*parse_spec("aisfx:hop=100"), {"weights_dir": str(weights_dir), "threads": 1})
+    assert (sparse.hop_samples, sparse.options) == (102400, {"hop": 100})
+    np.testing.assert_allclose(TrackEmbedder([sparse]).embed_audio(track, SAMPLE_RATE).vector, blocks[[0, 2]].mean(0),
+                               rtol=1e-5, atol=1e-6)  # blocks 0 and 2 of the hop-50 run
+    for bad in ("0", "101", "x"):
+        with pytest.raises(EmbedderError, match="hop"):
+            create("aisfx", {"hop": bad, "weights_dir": str(weights_dir)})
 
 
 def test_network_equals_the_packages_embedding_net(emb, torch) -> None:  # type: ignore[no-untyped-def]

@@ -156,9 +156,11 @@ class AisfxEmbedder(Embedder):
 
     Options (strings from a spec such as ``aisfx:pool=mean+max``): ``pool`` over a track's blocks ``mean``
     (default), ``mean+max`` or ``mean+std`` (1024-d: the mean, then the maximum or standard deviation);
+    ``hop`` frames between blocks, 1 to 100 (default 50, the paper's; the package's ``emb_hop_size`` times
+    100; 100 embeds half as many blocks);
     ``device`` (``auto``, ``cpu`` or ``cuda``); ``threads`` (CPU threads, else ``$TAGSTORE_THREADS``,
     ``$OMP_NUM_THREADS`` or the usable CPUs); ``batch_size`` (blocks per forward pass); ``weights_dir``
-    (else the per-user cache). Only ``pool`` changes the output.
+    (else the per-user cache). Only ``pool`` and ``hop`` change the output.
 
     ``embed``: ``(n, 103424)`` float32 windows at 44.1 kHz -> ``(n, 512)`` float32.
     """
@@ -176,6 +178,7 @@ class AisfxEmbedder(Embedder):
     def __init__(
         self,
         pool: str = "mean",
+        hop: int | str = BLOCK_HOP,
         device: str = "auto",
         threads: int | str | None = None,
         batch_size: int | str | None = None,
@@ -184,6 +187,10 @@ class AisfxEmbedder(Embedder):
         _torch.check_device(self.name, device)
         self.pool_how = parse_pool(self.name, pool)
         self.dim = EMBEDDING_SIZE * POOLS[self.pool_how]
+        self.hop_frames = _torch.parse_positive(self.name, "hop", hop, int)
+        if self.hop_frames > BLOCK_FRAMES:
+            raise EmbedderError(f"aisfx: hop must be 1 to {BLOCK_FRAMES} frames, got {hop!r}")
+        self.hop_s = self.hop_frames * HOP / SAMPLE_RATE
         if batch_size not in (None, ""):
             self.batch_size = _torch.parse_positive(self.name, "batch_size", batch_size, int)
         params, self.weights_digest = _torch.load_tensors(self.name, "aisfx", WEIGHTS_FILE, weights_dir, PARAM_SHAPES)
@@ -208,7 +215,9 @@ class AisfxEmbedder(Embedder):
 
     @property
     def options(self) -> dict[str, Any]:
-        return {"pool": self.pool_how} if self.pool_how != "mean" else {}
+        # Only what differs from the defaults, so the layouts of earlier stores still match.
+        return {**({"pool": self.pool_how} if self.pool_how != "mean" else {}),
+                **({"hop": self.hop_frames} if self.hop_frames != BLOCK_HOP else {})}
 
     @property
     def window_dim(self) -> int:
