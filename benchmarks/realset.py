@@ -337,7 +337,7 @@ def evaluate_layouts(args: argparse.Namespace) -> None:
     if not labels.is_file():
         sys.exit(f"realset: no {labels}; run `python benchmarks/realset.py build --out {args.out}` first")
     shots = [int(k) for k in args.shots.split(",")]
-    methods = args.methods.split(",")
+    methods = [m for m in args.methods.split(",") if m]  # none: only the scikit-learn reference
     layouts = [join_plus(s.strip()) for s in args.layouts.split(";") if s.strip()]
     clips = read_clips(labels)
     store_root = args.out / "stores"
@@ -363,8 +363,10 @@ def evaluate_layouts(args: argparse.Namespace) -> None:
         row = {c.id: i for i, c in enumerate(kept)}
         X = np.concatenate([p[0][[p[1][c.id] for c in kept]] for p in parts], axis=1)
         lay = Layout(tuple(blk for p in parts for blk in p[2].blocks))
-        fitted = fit_all({layout: space(layout, X, row, kept, plan)}, plan, methods, False, args.workers, None)
-        results = [r for r in fitted[layout].results if r.k is not None]
+        results = []
+        if methods:
+            fitted = fit_all({layout: space(layout, X, row, kept, plan)}, plan, methods, False, args.workers, None)
+            results = [r for r in fitted[layout].results if r.k is not None]
         results += sklearn_reference(plan, X, row, lay, kept, layout)
         curves += protocol.aggregate(results)
         meta.append(f"{layout}: {X.shape[1]}-d, fits in {time.perf_counter() - t0:.0f} s")
@@ -390,7 +392,7 @@ def main() -> None:
     ap.add_argument("--tunes", type=int, default=40, help="build: tunes per dance type")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--layouts", default=DEFAULT_LAYOUTS, help="eval: layouts separated by ';', each a spec ('+' or ',' joins blocks)")
-    ap.add_argument("--methods", default="probe,prototype,ensemble")
+    ap.add_argument("--methods", default="probe,prototype,ensemble", help="eval: tagstore's methods ('' for none)")
     ap.add_argument("--shots", default="1,2,5,10,20")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)

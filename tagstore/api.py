@@ -69,6 +69,8 @@ def init(
     downloaded, digest-checked, converted), with one-line messages to it; offline that fails with
     EmbedderError naming `tagstore models import`. Without it a missing bundle raises MissingWeightsError.
     """
+    from tagstore.embedders import pretrained
+
     weights_dir = (runtime or {}).get("weights_dir")
     fetched: set[str] = set()
     while True:
