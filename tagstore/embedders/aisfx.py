@@ -42,6 +42,7 @@ import numpy as np
 from tagstore.embedders import _torch
 from tagstore.embedders.base import POOLS, Embedder, parse_pool, pool_windows
 from tagstore.errors import EmbedderError
+from tagstore.fileio import atomic_write
 
 SAMPLE_RATE = 44100
 N_FFT = 2048
@@ -95,7 +96,7 @@ def convert_wheel(wheel: Path, out_dir: Path) -> None:
     try:
         with zipfile.ZipFile(wheel) as zf, tempfile.TemporaryDirectory(prefix="tagstore-aisfx-") as tmp:
             source = Path(tmp) / "checkpoint.pth"
-            source.write_bytes(zf.read(CHECKPOINT))
+            atomic_write(source, zf.read(CHECKPOINT))
             _torch.convert_checkpoint(
                 source, Path(out_dir) / WEIGHTS_FILE, PARAM_SHAPES, "the aisfx 0.1.2 checkpoint",
                 adapt=lambda state: state.get("0", state), metadata={"wheel": "aisfx==0.1.2"},
