@@ -305,7 +305,8 @@ def sklearn_reference(plan, X: np.ndarray, row: dict[str, int], layout, clips, n
     from tagstore.layout import normalise_blocks
 
     train = [row[c.id] for c in clips if c.split == "train"]
-    Z = normalise_blocks(X, layout, X[train].mean(0), X[train].std(0))
+    std = X[train].std(0)
+    Z = normalise_blocks(X, layout, X[train].mean(0), np.where(std > 0, std, 1.0))  # constant dims (dead ReLUs)
     Z_test = Z[[row[i] for i in plan.eval_ids]]
     results = []
     for draw in plan.draws:
@@ -371,6 +372,8 @@ def evaluate_layouts(args: argparse.Namespace) -> None:
         curves += protocol.aggregate(results)
         meta.append(f"{layout}: {X.shape[1]}-d, fits in {time.perf_counter() - t0:.0f} s")
         say("  " + meta[-1])
+        for p in protocol.aggregate(results):  # as they come, in case a long run is cut short
+            say(f"  {p.embedder} {p.method} K={p.k}: {p.ap_mean:.3f} ± {p.ap_std:.3f}")
     cells = {(p.embedder, p.method, p.k): p for p in curves}
     order = {layout: i for i, layout in enumerate(layouts)}
     print(f"{len(kept)} clips ({len(dropped)} dropped), {len(plan.tags)} tags, {len(plan.eval_ids)} test clips, "

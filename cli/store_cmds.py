@@ -12,7 +12,7 @@ from tagstore.cli import common
 
 def init(
     path: Optional[Path] = typer.Argument(None, help="Store folder (default: --store / $TAGSTORE_STORE / per-user)."),
-    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn (default: config `embedders`, else dsp)."),
+    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn (default: config `embedders`, else dsp,musicnn:layer=penultimate,aisfx, weights fetched on first use)."),
     index: Optional[str] = typer.Option(None, "--index", help="FAISS factory string: Flat (exact), HNSW32, IVF1024,Flat ... (default: config `index`, else Flat)."),
     json_out: bool = typer.Option(False, "--json", help="Print the new store's info as JSON."),
 ) -> None:

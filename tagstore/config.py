@@ -27,7 +27,9 @@ THREADS_ENV = "TAGSTORE_THREADS"
 EMBEDDERS_ENV = "TAGSTORE_EMBEDDERS"
 INDEX_ENV = "TAGSTORE_INDEX"
 
-DEFAULT_EMBEDDERS = "dsp"
+DEFAULT_EMBEDDERS = "dsp,musicnn:layer=penultimate,aisfx"
+"""`init`'s layout when none is named: the best offline layout measured on real audio (benchmarks/realset.py,
+benchmarks/README.md); its weights come from PyPI on first use."""
 DEFAULT_INDEX = "Flat"
 
 

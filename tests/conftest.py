@@ -99,6 +99,8 @@ def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("TAGSTORE_STORE", raising=False)
+    # CLI tests build stores with dsp (fast, no weights); the default layout has its own test.
+    monkeypatch.setenv("TAGSTORE_EMBEDDERS", "dsp")
     return CliRunner()
 
 
