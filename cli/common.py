@@ -42,7 +42,7 @@ def store_path() -> Path:
 def runtime(s: config.Settings | None = None) -> dict[str, Any]:
     """What building embedders needs from the settings."""
     s = s or settings()
-    return {"weights_dir": str(s.weights_dir), "threads": s.threads}
+    return {"weights_dir": str(s.weights_dir), "threads": s.threads, "search_device": s.search_device}
 
 
 @contextlib.contextmanager

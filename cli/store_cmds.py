@@ -54,6 +54,8 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         ("index", "none yet" if idx is None else
             f"v{idx['version']} {idx['factory']} ({idx['metric']}), {idx['count']} vectors, "
             f"{idx['size_bytes'] / 1e6:.1f} MB, built {idx['built_at']}{'' if idx['current'] else ' (behind the catalogue)'}"),
+        ("search on", f"{data['compute']['search']} (search_device {data['compute']['search_device']}"
+            f"{', index built on ' + data['compute']['index_built_on'] if data['compute']['index_built_on'] else ''})"),
     ]  # fmt: skip
     for key, value in rows:
         typer.echo(f"{key:<14}{value}")

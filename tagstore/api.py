@@ -114,7 +114,21 @@ def info(store: Store) -> dict[str, Any]:
         "catalogue_bytes": cat.catalogue_path(store.path).stat().st_size,
         "index_factory": store.factory,
         "index": index,
+        "compute": _compute(store, record),
     }
+
+
+def _compute(store: Store, record: IndexRecord | None) -> dict[str, Any]:
+    """Where searches run for this handle's ``search_device`` setting, and where the index was built."""
+    from tagstore.indexes import devices
+
+    asked = derived_index.search_device(store)
+    try:
+        search = devices.search_compute(asked, record.factory if record else store.factory)
+    except Exception as exc:  # a "cuda" setting on a machine without one: say so instead of failing `info`
+        search = f"unavailable ({exc})"
+    built = record.params.get("built_on") if record is not None else None
+    return {"search_device": asked, "search": search, "index_built_on": built}
 
 
 def tracks(

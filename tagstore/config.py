@@ -26,6 +26,8 @@ WEIGHTS_ENV = "TAGSTORE_WEIGHTS_DIR"
 THREADS_ENV = "TAGSTORE_THREADS"
 EMBEDDERS_ENV = "TAGSTORE_EMBEDDERS"
 INDEX_ENV = "TAGSTORE_INDEX"
+SEARCH_DEVICE_ENV = "TAGSTORE_SEARCH_DEVICE"
+SEARCH_DEVICES = ("cpu", "auto", "cuda")
 
 DEFAULT_EMBEDDERS = "dsp,musicnn:layer=penultimate,aisfx"
 """`init`'s layout when none is named: the best offline layout measured on real audio (benchmarks/realset.py,
@@ -115,6 +117,9 @@ class Settings:
     threads: int
     embedders: str
     index: str
+    search_device: str = "cpu"
+    """Where the index searches: ``cpu`` (default: a few CLI queries cost less than copying to a GPU),
+    ``auto`` (a GPU when FAISS or torch sees one) or ``cuda``; see :func:`tagstore.indexes.devices.search_compute`."""
 
     @classmethod
     def resolve(cls, flags: Mapping[str, Any] | None = None, file: Mapping[str, Any] | None = None) -> Settings:
@@ -148,4 +153,12 @@ class Settings:
             if threads is not None else default_threads(),
             embedders=str(pick("embedders", EMBEDDERS_ENV) or DEFAULT_EMBEDDERS),
             index=str(pick("index", INDEX_ENV) or DEFAULT_INDEX),
+            search_device=_search_device(pick("search_device", SEARCH_DEVICE_ENV), where),
         )  # fmt: skip
+
+
+def _search_device(value: Any, where: str) -> str:
+    text = "cpu" if value is None else str(value).strip().lower()
+    if text not in SEARCH_DEVICES:
+        raise ConfigError(f"{where} or ${SEARCH_DEVICE_ENV}: search_device must be one of {', '.join(SEARCH_DEVICES)}, got {value!r}")
+    return text

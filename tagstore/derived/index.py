@@ -92,7 +92,7 @@ def _save_and_activate(
     name = f"index-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.faiss"
     store.index_file(name).parent.mkdir(exist_ok=True)
     info = index.save(store.index_file(name))
-    params = {"build_s": round(time.perf_counter() - t0, 3), "normalisation": "block-zscore-l2"}
+    params = {"build_s": round(time.perf_counter() - t0, 3), "normalisation": "block-zscore-l2", "built_on": index.compute}
     if stats is None:
         params["normalisation"] = "block-l2"
     new = NewIndex(
@@ -198,6 +198,11 @@ def _held(store: Store, record: IndexRecord | None, generation: int) -> indexes.
     return store.held_index((record.version, record.size, record.mtime_ns))
 
 
+def search_device(store: Store) -> str:
+    """The device the store's searches ask for (runtime ``search_device``: ``cpu``, ``auto`` or ``cuda``)."""
+    return str(store.runtime.get("search_device") or "cpu")
+
+
 def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
     """The verified active index and its record, for searching.
 
@@ -219,7 +224,7 @@ def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
         problem = "the store has no index yet"
     else:
         try:
-            index = indexes.load(store.index_file(record.file), expected=record)
+            index = indexes.load(store.index_file(record.file), expected=record, device=search_device(store))
         except IndexCorruptError as exc:
             problem = str(exc)
     if problem is None and record is not None and record.generation == generation:
@@ -237,6 +242,6 @@ def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
             return index, record
         raise
     assert fresh is not None
-    index = indexes.load(store.index_file(fresh.file), expected=fresh)
+    index = indexes.load(store.index_file(fresh.file), expected=fresh, device=search_device(store))
     store.hold_index((fresh.version, fresh.size, fresh.mtime_ns), index)
     return index, fresh
