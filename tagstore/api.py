@@ -15,6 +15,7 @@ functions, and a Python user calls them the same way::
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -46,7 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hit", "Query", "Store", "Track",
-    "add", "add_tag", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
+    "add", "add_tag", "explain", "export_embeddings", "import_embeddings", "info", "init", "open", "propagate",
+    "rebuild", "remove", "remove_examples",
     "remove_tag", "scores", "similar", "suggest", "tag", "tag_examples", "tags", "tracks", "failures",
     "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
     "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
@@ -174,24 +176,67 @@ def add(
     progress: Progress | None = None,
     batch_tracks: int = 32,
     batch_seconds: float = 10.0,
+    ray: str | None = None,
+    files_per_shard: int = 16,
+    ray_cpus: int | None = None,
 ) -> IngestReport:
     """Ingest files and folders, bring the index in step, and score learned tags for the new tracks.
 
     A batch (one transaction) is committed after ``batch_tracks`` tracks or ``batch_seconds`` seconds.
+    ``ray`` (``"local"`` or a Ray address): embed on a Ray Data pipeline into shards of ``files_per_shard``
+    files, then import them here (:mod:`tagstore.bulk`); a killed run resumes from the shards it wrote.
+    ``ray_cpus``: CPUs of a local Ray (default all).
     """
-    from tagstore import ingest
-    from tagstore.tags import fitting
+    from tagstore import bulk, ingest
 
     if dry_run:
         return ingest.add(store, [Path(p) for p in paths], dry_run=True)
     with store.write_lock():
-        report = ingest.add(store, [Path(p) for p in paths], progress=progress, batch_tracks=batch_tracks,
-                            batch_seconds=batch_seconds)  # fmt: skip
-        if report.changed or not derived_index.is_current(store):
-            record = derived_index.sync(store)
-            report.index_version = record.version if record else None
-        if report.changed:
-            fitting.rescore(store)  # learned tags score the new tracks
+        if ray is None:
+            report = ingest.add(store, [Path(p) for p in paths], progress=progress, batch_tracks=batch_tracks,
+                                batch_seconds=batch_seconds)  # fmt: skip
+        else:
+            t0 = time.perf_counter()
+            report, files = bulk.embed(store, paths, address=ray, progress=progress, files_per_shard=files_per_shard,
+                                       num_cpus=ray_cpus)  # fmt: skip
+            bulk.import_shards(store, files, report, batch_tracks=batch_tracks)
+            bulk.clear_run(store)  # imported: DuckDB holds the rows now
+            report.seconds = time.perf_counter() - t0
+        _after_ingest(store, report)
+    return report
+
+
+def _after_ingest(store: Store, report: IngestReport) -> None:
+    """Bring the index in step with new embeddings and score learned tags for the new tracks (lock held)."""
+    from tagstore.tags import fitting
+
+    if report.changed or not derived_index.is_current(store):
+        record = derived_index.sync(store)
+        report.index_version = record.version if record else None
+    if report.changed:
+        fitting.rescore(store)  # learned tags score the new tracks
+
+
+def export_embeddings(store: Store, directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write every track with its embedding (and model tag scores) as Parquet shards into ``directory``."""
+    from tagstore import bulk
+
+    return bulk.export_shards(store, directory)
+
+
+def import_embeddings(store: Store, directory: str | os.PathLike[str], progress: Progress | None = None) -> IngestReport:
+    """Import the shards of ``directory`` (same layout only), bring the index in step and score learned tags."""
+    from tagstore import bulk
+
+    folder = Path(directory).expanduser()
+    if not folder.is_dir():
+        raise InputError(f"no such folder: {folder}; give the folder of the shards (made by `tagstore export-embeddings`)")
+    files = bulk.shard_files(folder)
+    if not files:
+        raise InputError(f"{folder} holds no shards (*.parquet); give the folder `tagstore export-embeddings` wrote")
+    with store.write_lock():
+        report = bulk.import_shards(store, files, progress=progress)
+        _after_ingest(store, report)
     return report
 
 

@@ -46,6 +46,8 @@ class IngestReport:
     seconds: float = 0.0
     audio_seconds: float = 0.0
     index_version: int | None = None
+    shards: dict[str, int] = field(default_factory=dict)
+    """Bulk ingest (``add --ray``): files embedded into shards this run, files resumed from earlier shards, shards written."""
 
     @property
     def changed(self) -> bool:
