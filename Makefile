@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS := torch,corpus,server,test
+EXTRAS := torch,corpus,server,test,ray
 
 .PHONY: venv weights test demo clean
 

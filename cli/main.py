@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import common, evaluate, query, store_cmds, tags, tracks
+from tagstore.cli import bulk, common, evaluate, query, store_cmds, tags, tracks
 
 
 class _Group(TyperGroup):
@@ -62,6 +62,7 @@ tracks.register(app)
 query.register(app)
 tags.register(app)
 evaluate.register(app)
+bulk.register(app)
 
 
 def _register_models() -> None:

@@ -15,14 +15,18 @@ def add(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be added; change nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Tracks committed per transaction."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS|local", help="Embed on Ray Data: 'local' starts Ray here, else a Ray address (auto, ray://head:10001); needs the `ray` extra."),
+    shard_size: int = typer.Option(16, "--shard-size", min=1, help="With --ray: files per shard (what a killed run can lose)."),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", min=1, help="With --ray local: CPUs Ray may use (default all)."),
 ) -> None:
     """Add audio files to the store; already stored files are skipped, bad files reported."""
     from tagstore import api
 
-    bar = common.ProgressBar("adding")
+    bar = common.ProgressBar("embedding on Ray" if ray else "adding")
     with common.open_store() as store:
         try:
-            report = api.add(store, paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size)
+            report = api.add(store, paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size, ray=ray,
+                             files_per_shard=shard_size, ray_cpus=ray_cpus)  # fmt: skip
         finally:
             bar.close()
     if json_out:
