@@ -18,6 +18,7 @@ def add(
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS|local", help="Embed on Ray Data: 'local' starts Ray here, else a Ray address (auto, ray://head:10001); needs the `ray` extra."),
     shard_size: int = typer.Option(16, "--shard-size", min=1, help="With --ray: files per shard (what a killed run can lose)."),
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", min=1, help="With --ray local: CPUs Ray may use (default all)."),
+    decode_workers: Optional[int] = typer.Option(None, "--decode-workers", min=0, help="Processes decoding ahead of the embedder (default: 2 with a CUDA embedder, else 0)."),
 ) -> None:
     """Add audio files to the store; already stored files are skipped, bad files reported."""
     from tagstore import api
@@ -26,7 +27,7 @@ def add(
     with common.open_store() as store:
         try:
             report = api.add(store, paths, dry_run=dry_run, progress=bar, batch_tracks=batch_size, ray=ray,
-                             files_per_shard=shard_size, ray_cpus=ray_cpus)  # fmt: skip
+                             files_per_shard=shard_size, ray_cpus=ray_cpus, decode_workers=decode_workers)  # fmt: skip
         finally:
             bar.close()
     if json_out:

@@ -179,6 +179,7 @@ def add(
     ray: str | None = None,
     files_per_shard: int = 16,
     ray_cpus: int | None = None,
+    decode_workers: int | None = None,
 ) -> IngestReport:
     """Ingest files and folders, bring the index in step, and score learned tags for the new tracks.
 
@@ -186,6 +187,8 @@ def add(
     ``ray`` (``"local"`` or a Ray address): embed on a Ray Data pipeline into shards of ``files_per_shard``
     files, then import them here (:mod:`tagstore.bulk`); a killed run resumes from the shards it wrote.
     ``ray_cpus``: CPUs of a local Ray (default all).
+    ``decode_workers``: processes decoding ahead of the embedder in a plain ``add`` (default: 2 when an
+    embedder runs on CUDA, else 0).
     """
     from tagstore import bulk, ingest
 
@@ -194,7 +197,7 @@ def add(
     with store.write_lock():
         if ray is None:
             report = ingest.add(store, [Path(p) for p in paths], progress=progress, batch_tracks=batch_tracks,
-                                batch_seconds=batch_seconds)  # fmt: skip
+                                batch_seconds=batch_seconds, decode_workers=decode_workers)  # fmt: skip
         else:
             t0 = time.perf_counter()
             report, files = bulk.embed(store, paths, address=ray, progress=progress, files_per_shard=files_per_shard,

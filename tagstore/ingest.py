@@ -131,10 +131,12 @@ def add(
     progress: Progress | None = None,
     batch_tracks: int = BATCH_TRACKS,
     batch_seconds: float = BATCH_SECONDS,
+    decode_workers: int | None = None,
 ) -> IngestReport:
     """Add audio files and folders (recursive) to the catalogue; see the module docstring for guarantees.
 
-    The caller holds the write lock (unless ``dry_run``).
+    ``decode_workers``: processes decoding files ahead of the embedder (default: 2 when an embedder runs
+    on CUDA, else 0: decode in this process). The caller holds the write lock (unless ``dry_run``).
     """
     t0 = time.perf_counter()
     report = IngestReport(dry_run=dry_run)
@@ -146,12 +148,16 @@ def add(
         return report
     embedder = store.embedder()
     batch = _Batch(store, embedder)
+    workers = (2 if embedder.uses_cuda else 0) if decode_workers is None else decode_workers
+    planned = _plan(files, _known(store), report)
     try:
-        for i, path, digest, st, old_id in _plan(files, _known(store), report):
+        for (i, path, digest, st, old_id), embedded in embedder.embed_ahead(planned, lambda item: item[1], workers):
             if progress:
                 progress(i, len(files), str(path))
             try:
-                vec = embedder.embed_file(path)
+                if isinstance(embedded, TagstoreError):
+                    raise embedded
+                vec = embedded
                 meta = audio.read_metadata(path)
                 info = audio.probe(path)
             except TagstoreError as exc:

@@ -10,21 +10,26 @@ is not embedded (as musicnn and VGGish do). An embedder may ask for zeros before
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tagstore import audio
 from tagstore.embedders import Embedder, create, parse_specs
-from tagstore.errors import EmptyAudioError, SilentAudioError, TooShortAudioError
+from tagstore.errors import EmptyAudioError, SilentAudioError, TagstoreError, TooShortAudioError
 from tagstore.layout import Block, Layout
 
 SILENCE_PEAK = 1e-4
 """A file whose absolute peak stays below this (-80 dBFS) is refused as silent."""
+DECODE_AHEAD = 4
+"""Files each decoding worker may have decoded ahead of the embedder (memory: a few decoded files each)."""
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -190,6 +195,55 @@ class TrackEmbedder:
             for start in range(0, x.shape[0], step):  # in chunks, so windowing memory stays bounded
                 run.push(x[start : start + step])
         return self._finish(decoded.name, runs, decoded.duration_s, decoded.peak)
+
+    @property
+    def uses_cuda(self) -> bool:
+        """Whether any backend runs on a CUDA device (then decoding in worker processes keeps it fed)."""
+        return any(getattr(getattr(e, "device", None), "type", None) == "cuda" for e in self.embedders)
+
+    def embed_ahead(
+        self, items: Iterable[Item], path_of: Callable[[Item], str | Path], workers: int = 0
+    ) -> Iterator[tuple[Item, TrackVector | TagstoreError]]:
+        """Embed the file of each item, in order; yields ``(item, vector)``, or ``(item, error)`` for a file
+        that cannot be embedded (a :class:`~tagstore.errors.TagstoreError`, e.g. silent or unreadable).
+
+        ``workers`` > 0 decodes in that many processes, up to :data:`DECODE_AHEAD` files each ahead of the
+        embedder, so a GPU does not wait for decoding; 0 streams each file here (:meth:`embed_file`).
+        Items are pulled from ``items`` only as far ahead as that.
+        """
+        if workers <= 0:
+            for item in items:
+                try:
+                    yield item, self.embed_file(path_of(item))
+                except TagstoreError as exc:
+                    yield item, exc
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: a forked child of a process that has initialised CUDA cannot use it, and must not try.
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        queue: deque[tuple[Item, Any]] = deque()
+        source = iter(items)
+        args = (self.rates, self.min_duration_s, self.chunk_s)
+
+        def submit() -> None:
+            for item in source:
+                queue.append((item, pool.submit(decode, path_of(item), *args)))
+                return
+
+        try:
+            for _ in range(workers * DECODE_AHEAD):
+                submit()
+            while queue:
+                item, future = queue.popleft()
+                submit()
+                try:
+                    yield item, self.embed_decoded(future.result())
+                except TagstoreError as exc:
+                    yield item, exc
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def embed_audio(self, samples: np.ndarray, sample_rate: int, name: str = "<audio>") -> TrackVector:
         """Embed mono float32 ``(n,)`` audio at ``sample_rate`` Hz held in memory."""

@@ -337,6 +337,8 @@ class MusicnnEmbedder(Embedder):
     lead_in_samples = N_FFT // 2
     """Zeros the host should put before a track so that windows line up with the original's patches."""
     batch_size = 32
+    CUDA_WINDOW_BYTES = 48 << 20
+    """Working memory of one window in a CUDA forward pass (an estimate: the timbral convolutions' outputs dominate)."""
 
     def __init__(
         self,
@@ -390,6 +392,9 @@ class MusicnnEmbedder(Embedder):
             # add a barrier to each of the many small products, which stalls on a busy machine.
             torch.set_num_threads(1)
         self._pool: Any = None
+        self.batch_size = _torch.batch_size_for(torch, self.device, self.CUDA_WINDOW_BYTES, self.batch_size,
+                                                given=batch_size not in (None, ""))  # fmt: skip
+        self._to_device = _torch.HostToDevice(torch, self.device)
         self._net = _Net(torch, params, self.device)
         self._mel = torch.as_tensor(mel_filterbank().T.copy(), device=self.device)  # (257, 96)
         self._window = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64, device=self.device)
@@ -467,7 +472,7 @@ class MusicnnEmbedder(Embedder):
     def _run(self, src: np.ndarray, from_audio: bool) -> tuple[np.ndarray, ...]:
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(src).to(self.device)
+            x = self._to_device(src)
             return tuple(y.cpu().numpy() for y in self._net(self._logmel(x) if from_audio else x))
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
