@@ -6,11 +6,11 @@
 #   benchmarks/gpu_check.sh --cpu --quick   tiny sizes, to know the script works (tests/test_gpu_check.py runs it)
 #   benchmarks/gpu_check.sh --fetch-wheels  on a machine with PyPI: download the cp312 wheels it carries
 #
-# Set-up: when `$PYTHON` (default python3) cannot import tagstore, a virtual environment is made in a temp
-# folder with the system's packages visible (the machine's own CUDA torch), the missing packages are
-# installed from benchmarks/wheels/ without network (duckdb, faiss-cpu, soundfile, soxr, safetensors,
-# mutagen, threadpoolctl, pytest: ~47 MB of cp312 wheels), and the sources are put on PYTHONPATH under the
-# name `tagstore`. What cannot be installed is skipped, each with its reason, in the tests and the table.
+# Set-up, for `$PYTHON` (default python3) with its own torch (e.g. 2.11+cu130): when it cannot import
+# tagstore, the sources are put on PYTHONPATH under the name `tagstore`; each package it lacks is installed
+# into a temp folder from benchmarks/wheels/ without network (duckdb, faiss-cpu, soundfile, soxr,
+# safetensors, mutagen, threadpoolctl, pytest, ...: ~49 MB of cp312 wheels, `--fetch-wheels` gets them).
+# What cannot be installed is skipped, each with its reason, in the tests and the table.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,8 +26,8 @@ for arg in "$@"; do
       mkdir -p "$WHEELS"
       "$PY" -m pip download --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        -d "$WHEELS" duckdb==2.0.1 faiss-cpu==1.15.1 soundfile soxr safetensors mutagen threadpoolctl \
-        pytest cffi pycparser packaging --no-deps
+        -d "$WHEELS" --no-deps duckdb==2.0.1 faiss-cpu==1.15.1 soundfile cffi pycparser soxr safetensors mutagen \
+        threadpoolctl typing-extensions pytest pluggy iniconfig pygments packaging
       du -sh "$WHEELS"
       exit 0 ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
@@ -41,41 +41,39 @@ START=$(date +%s)
 log() { echo "gpu_check: $*" >&2; }
 
 # --- set-up ---------------------------------------------------------------------------------------
-if ! "$PY" -c "import tagstore, duckdb, faiss, soundfile, soxr, safetensors, pytest" 2>/dev/null; then
-  log "setting up in $WORK (no network: wheels from $WHEELS)"
-  "$PY" -m venv --system-site-packages "$WORK/venv"
-  VPY="$WORK/venv/bin/python"
-  missing=()
-  for pair in numpy:numpy duckdb:duckdb faiss:faiss-cpu soundfile:soundfile soxr:soxr safetensors:safetensors \
-              mutagen:mutagen threadpoolctl:threadpoolctl pytest:pytest; do
-    "$VPY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair##*:}")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    for dist in "${missing[@]}"; do  # one at a time: a wheel that is missing skips its part, not everything
-      "$VPY" -m pip install --quiet --no-index --find-links "$WHEELS" "$dist" \
-        || log "cannot install $dist from $WHEELS: what needs it is skipped"
-    done
-  fi
-  if ! "$VPY" -c "import tagstore" 2>/dev/null; then
-    mkdir -p "$WORK/src"
-    cp -r "$ROOT/tagstore" "$WORK/src/tagstore"
-    cp -r "$ROOT/cli" "$WORK/src/tagstore/cli"
-    cp -r "$ROOT/indexes" "$WORK/src/tagstore/indexes"
-    export PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}"
-  fi
-  PY="$VPY"
+# Each missing package goes into a folder on PYTHONPATH (pip --target, no network, no dependencies
+# resolved: the list names them), so the interpreter's own CUDA torch and numpy are used as they are.
+NEEDED="numpy:numpy duckdb:duckdb faiss:faiss-cpu packaging:packaging soundfile:soundfile cffi:cffi
+pycparser:pycparser soxr:soxr safetensors:safetensors mutagen:mutagen threadpoolctl:threadpoolctl
+typing_extensions:typing-extensions pytest:pytest pluggy:pluggy iniconfig:iniconfig pygments:pygments"
+importable() { (cd / && "$PY" -c "import $1") 2>/dev/null; }  # from /: the repo's own folders would mislead
+if ! importable tagstore.indexes; then
+  mkdir -p "$WORK/src"
+  cp -r "$ROOT/tagstore" "$WORK/src/tagstore"
+  cp -r "$ROOT/cli" "$WORK/src/tagstore/cli"
+  cp -r "$ROOT/indexes" "$WORK/src/tagstore/indexes"
+  export PYTHONPATH="$WORK/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
-"$PY" -c "import torch" 2>/dev/null || { log "torch is not importable by $PY; install torch (the torch extra) first"; exit 1; }
+for pair in $NEEDED; do
+  if ! importable "${pair%%:*}"; then
+    log "installing ${pair##*:} from $WHEELS"
+    "$PY" -m pip install --quiet --disable-pip-version-check --no-index --no-deps --upgrade --target "$WORK/deps" \
+      --find-links "$WHEELS" "${pair##*:}" || log "cannot install ${pair##*:} from $WHEELS: what needs it is skipped"
+    case ":${PYTHONPATH:-}:" in *":$WORK/deps:"*) ;; *) export PYTHONPATH="$WORK/deps${PYTHONPATH:+:$PYTHONPATH}" ;; esac
+  fi
+done
+importable torch || { log "torch is not importable by $PY; install torch (the torch extra) first"; exit 1; }
 
 # --- the GPU tests (they skip with a reason where there is no GPU) ----------------------------------
 log "running the GPU tests"
 set +e
-TESTS="$(cd "$ROOT" && "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_torch_exact.py tests/test_gpu_paths.py \
-  tests/test_indexes.py 2>&1)"
+# From the temp folder: `python -m pytest` puts the working folder first on sys.path, and in the repo its
+# tagstore/ (without cli/ and indexes/ mapped in) would hide the installed or copied package.
+TESTS="$(cd "$WORK" && "$PY" -m pytest -q -p no:cacheprovider -rs "$ROOT/tests/test_torch_exact.py" \
+  "$ROOT/tests/test_gpu_paths.py" "$ROOT/tests/test_indexes.py" 2>&1)"
 STATUS=$?
 set -e
-echo "$TESTS" | grep -E "^(SKIPPED|FAILED|ERROR)" >&2 || true
+echo "$TESTS" | grep -E "^(SKIPPED|FAILED|ERROR|E  )" >&2 || true
 SUMMARY="$(echo "$TESTS" | grep -E "passed|failed|error" | tail -1 | sed 's/=//g; s/^ *//; s/ *$//')"
 
 # --- the benchmark ----------------------------------------------------------------------------------

@@ -138,8 +138,10 @@ def _probe_pyav(path: str) -> AudioInfo:
 
 
 def _decoder_errors() -> tuple[type[BaseException], ...]:
-    import av
-
+    try:
+        import av
+    except ModuleNotFoundError:  # without PyAV (a minimal set-up such as benchmarks/gpu_check.sh) soundfile's formats still work
+        return (_sf().SoundFileError, EOFError, ModuleNotFoundError)
     return (_sf().SoundFileError, av.error.FFmpegError, EOFError)
 
 
