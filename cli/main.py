@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import common, evaluate, query, store_cmds, tags, tracks
+from tagstore.cli import common, evaluate, files, query, store_cmds, tags, tracks
 
 
 class _Group(TyperGroup):
@@ -62,6 +62,7 @@ tracks.register(app)
 query.register(app)
 tags.register(app)
 evaluate.register(app)
+files.register(app)
 
 
 def _register_models() -> None:
@@ -86,7 +87,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.echo("interrupted: work committed so far is kept; run the command again to resume", err=True)
+        typer.echo(common.interrupted_message(), err=True)
         sys.exit(130)
 
 

@@ -57,13 +57,15 @@ def remove(
     from tagstore import api
 
     with common.open_store() as store:
-        removed = api.remove(store, tracks, dry_run=dry_run)
+        report = api.remove(store, tracks, dry_run=dry_run)
     if json_out:
-        common.echo_json([t.to_dict() for t in removed])
+        common.echo_json(report.to_dict())
         return
     verb = "would remove" if dry_run else "removed"
-    for t in removed:
+    for t in report.tracks:
         typer.echo(f"{verb} {t.id}\t{t.path}")
+    for name in report.refitted:
+        common.info(f"{'would refit' if dry_run else 'refitted'} tag {name!r}: it lost an example")
 
 
 def tracks(

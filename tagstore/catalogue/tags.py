@@ -377,3 +377,12 @@ def skipped_ids(con: Connection, tag_id: int) -> list[int]:
     """Tracks answered 'skip' for a tag (not proposed again)."""
     return [int(r[0]) for r in con.execute(
         "SELECT DISTINCT track_id FROM tag_answers WHERE tag_id = ? AND answer = 'skip' ORDER BY 1", [tag_id]).fetchall()]  # fmt: skip
+
+
+def tags_with_examples(con: Connection, track_ids: Sequence[int]) -> list[int]:
+    """Ids of the learned tags that have any of ``track_ids`` as an example, ascending."""
+    rows = con.execute(
+        "SELECT DISTINCT tag_id FROM tag_examples WHERE track_id IN (SELECT unnest(?::BIGINT[])) ORDER BY tag_id",
+        [[int(i) for i in track_ids]],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
