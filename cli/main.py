@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import common, evaluate, files, query, store_cmds, tags, tracks
+from tagstore.cli import common, evaluate, exchange, files, query, store_cmds, tags, tracks
 
 
 class _Group(TyperGroup):
@@ -63,6 +63,7 @@ query.register(app)
 tags.register(app)
 evaluate.register(app)
 files.register(app)
+exchange.register(app)
 
 
 def _register_models() -> None:

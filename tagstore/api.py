@@ -38,6 +38,7 @@ from tagstore.store import DEFAULT_FACTORY, Progress, Store
 if TYPE_CHECKING:
     from tagstore.derived.projection import Projection
     from tagstore.embedders.pretrained import ModelInfo
+    from tagstore.export import Export
     from tagstore.ingest import IngestReport
     from tagstore.tags.teaching import Taught
     from tagstore.filetags import WriteReport
@@ -55,7 +56,7 @@ __all__ = [
     "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
     "label", "undo_label", "teach_state", "learning_curve", "proposals", "set_threshold", "threshold_count",
     "score_histogram",
-    "write", "undo_write", "update", "missing", "RemoveReport",
+    "write", "undo_write", "update", "missing", "RemoveReport", "export", "import_labels", "show_track",
 ]  # fmt: skip
 
 
@@ -534,6 +535,36 @@ def undo_write(store: Store, dry_run: bool = False, progress: Progress | None = 
         return filetags.undo(store, dry_run=True)
     with store.write_lock():
         return filetags.undo(store, progress=progress)
+
+
+def export(
+    store: Store, fmt: str = "csv", path: str | os.PathLike[str] | None = None, embeddings: bool = False,
+    match: str | None = None, artist: str | None = None, album: str | None = None, genre: str | None = None,
+    limit: int | None = None,
+) -> tuple[Export, str | None]:  # fmt: skip
+    """The catalogue, one row per track with its tags and scores, written to ``path`` as csv / json / nl /
+    parquet (returns the rows and None), or rendered as text (returns the rows and the text)."""
+    from tagstore import export as export_rows
+
+    return export_rows.export(store, fmt, path, embeddings, match=match, artist=artist, album=album, genre=genre,
+                              limit=limit)  # fmt: skip
+
+
+def import_labels(store: Store, path: str | os.PathLike[str]) -> list[TagSummary]:
+    """Create or extend every tag a labels CSV names (columns path or id, tags, negative_tags), all or nothing."""
+    from tagstore.tags import importing
+
+    with store.write_lock():
+        return importing.import_labels(store, path)
+
+
+def show_track(store: Store, ref: str | int | os.PathLike[str]) -> dict[str, Any]:
+    """One stored track: its catalogue fields, whether its file exists, and every tag it has a score for
+    (``[{name, kind, score, threshold, predicted, example}]``; ``example``: positive, negative or None)."""
+    with store.reader() as con:
+        t = store.track(ref, con)
+        tags = tag_sql.track_tags(con, t.id)
+    return {**t.to_dict(), "exists": os.path.exists(t.path), "tags": tags}
 
 
 # --- pre-trained models ---------------------------------------------------------------------------
