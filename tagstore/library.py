@@ -42,8 +42,14 @@ class UpdateReport:
 
 
 def _roots(paths: list[str]) -> list[str]:
-    """The top-most existing folders holding ``paths`` (where moved files are looked for by default)."""
+    """Where moved files are looked for by default: the folder all ``paths`` share (a library's root), unless
+    that is the file system's root or a top-level folder, else the top-most existing folders holding them."""
     folders = sorted({os.path.dirname(p) for p in paths})
+    if not folders:
+        return []
+    common = os.path.commonpath(folders)
+    if len(Path(common).parts) > 2 and os.path.isdir(common):
+        return [common]
     out: list[str] = []
     for folder in folders:
         if out and (folder == out[-1] or folder.startswith(out[-1].rstrip(os.sep) + os.sep)):
