@@ -18,7 +18,7 @@ def write(
     tracks: Optional[list[str]] = typer.Argument(None, help="Only these tracks: catalogue ids or stored paths (default: all)."),
     source: Optional[str] = typer.Option(None, "--source", help="Which tags: learned (predicted), model (above their threshold) or both (default: config `write_source`, else learned)."),
     field: Optional[str] = typer.Option(None, "--field", "-f", help="The tag field to write, e.g. GENRE or MOOD (default: config `write_field`, else TAGSTORE)."),
-    tag: list[str] = typer.Option([], "--tag", "-t", help="Only this tag (repeatable)."),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="Only this tag, learned or model (repeatable)."),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="Only tags scoring at least this (default: config `min_score`, else any predicted)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print 'file: existing → proposed' and change nothing."),
     undo: bool = typer.Option(False, "--undo", help="Restore the values the latest write run replaced."),

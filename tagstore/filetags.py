@@ -277,7 +277,8 @@ def write(
 ) -> WriteReport:
     """Write each track's predicted tags into field ``field_name`` of its file; see the module docstring.
 
-    ``source``: learned tags, model tags (above their threshold) or both; ``tags``: only these; ``min_score``:
+    ``source``: learned tags, model tags (above their threshold) or both; ``tags``: only these (of either
+    kind); ``min_score``:
     only tags scoring at least this; ``tracks``: only these ids or stored paths. Tracks with nothing to
     write are left alone. The caller holds the write lock (unless ``dry_run``).
     """
@@ -285,7 +286,8 @@ def write(
     if source not in SOURCES:
         raise InputError(f"unknown tag source {source!r}; choose learned, model or both")
     name = check_field(field_name)
-    kinds = ["learned", "model"] if source == "both" else [source]
+    # Named tags are written whatever their kind; otherwise the source picks the kinds.
+    kinds = ["learned", "model"] if source == "both" or tags else [source]
     with store.reader() as con:
         ids = None if tracks is None else [store.track(t, con).id for t in tracks]
         if tags is not None:

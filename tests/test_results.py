@@ -292,3 +292,21 @@ def test_interrupt_says_what_was_committed() -> None:
     finally:
         common.Interrupted.describe = None
     assert "run the command again" in common.interrupted_message()
+
+
+def test_readme_cli_reference_is_the_real_help() -> None:
+    from tagstore.cli import reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert reference.section(readme) == reference.markdown(), (
+        "README's CLI reference differs from the commands; run `python -m tagstore.cli.reference README.md`"
+    )
+    # The generator reads the real commands: every command `tagstore --help` lists has a row.
+    from typer.testing import CliRunner
+
+    from tagstore.cli.main import app
+
+    listed = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:")[1].split()
+    usages = [u for u, _ in reference.rows()]
+    for word in ("write", "update", "export", "import-labels", "track", "config"):
+        assert word in listed and any(u.startswith(f"tagstore {word} ") or u == f"tagstore {word}" for u in usages)
