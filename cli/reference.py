@@ -73,7 +73,9 @@ def main(argv: list[str]) -> None:
     old = section(text)
     if old is None:
         raise SystemExit(f"{path} has no {START!r} ... {END!r} markers")
-    path.write_text(text.replace(old, markdown()))
+    from tagstore.fileio import atomic_write
+
+    atomic_write(path, text.replace(old, markdown()))
 
 
 if __name__ == "__main__":
