@@ -131,7 +131,9 @@ def test_update_moves_changes_and_prunes(runner, tagged: Path, library: Path) ->
     track = _json(runner, *s, "track", str(moved_id), "--json")
     assert track["path"] == str(dest) and track["exists"]
     assert any(t["name"] == "noisy" and t["example"] == "positive" for t in track["tags"])  # tags kept
-    assert _json(runner, *s, "add", library, "--json")["added"] == []  # nothing left to embed
+    assert [Path(c["path"]).name for c in report["changed"]] == [changed.name] and report["index_version"]
+    again = _json(runner, *s, "add", library, "--json")
+    assert again["added"] == [] and again["updated"] == [] and again["moved"] == []  # nothing left to do
     pruned = _json(runner, *s, "update", "--prune", "--json")
     assert pruned["pruned"] and pruned["refitted"] == ["noisy"]
     assert _json(runner, *s, "tracks", "--missing", "--json") == []
