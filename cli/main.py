@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import bulk, common, evaluate, query, store_cmds, tags, tracks
+from tagstore.cli import bulk, common, config_cmd, evaluate, exchange, files, query, store_cmds, tags, tracks
 
 
 class _Group(TyperGroup):
@@ -47,6 +47,16 @@ def _global(
         show_default=False,
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or log lines on stderr."),
+    show_completion: Optional[str] = typer.Option(
+        None, "--show-completion", metavar="SHELL", is_eager=True, expose_value=False,
+        callback=lambda ctx, value: _completion(ctx, value, install=False),
+        help="Print the completion script for SHELL (bash, zsh, fish, powershell) and exit.",
+    ),
+    install_completion: Optional[str] = typer.Option(
+        None, "--install-completion", metavar="SHELL", is_eager=True, expose_value=False,
+        callback=lambda ctx, value: _completion(ctx, value, install=True),
+        help="Install completion for SHELL (bash, zsh, fish, powershell) in its startup file and exit.",
+    ),
 ) -> None:
     common.State.store = store
     common.State.quiet = quiet
@@ -57,12 +67,38 @@ def _global(
     log.propagate = False
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+COMPLETE_VAR = "_TAGSTORE_COMPLETE"
+
+
+def _completion(ctx: typer.Context, value: Optional[str], install: bool) -> None:
+    """--show-completion / --install-completion SHELL: the shell is named, never detected (works in any
+    environment: scripts, containers, CI)."""
+    if value is None or ctx.resilient_parsing:
+        return
+    shell = value.strip().lower()
+    if shell not in SHELLS:
+        raise typer.BadParameter(f"shell {value!r} has no completion; name one of {', '.join(SHELLS[:4])}, e.g. --show-completion bash")
+    from typer._completion_shared import get_completion_script
+    from typer._completion_shared import install as install_script
+
+    if install:
+        shell, path = install_script(shell=shell, prog_name="tagstore", complete_var=COMPLETE_VAR)
+        typer.echo(f"{shell} completion installed in {path}; it takes effect in a new shell")
+    else:
+        typer.echo(get_completion_script(prog_name="tagstore", complete_var=COMPLETE_VAR, shell=shell))
+    raise typer.Exit(0)
+
+
 store_cmds.register(app)
 tracks.register(app)
 query.register(app)
 tags.register(app)
 evaluate.register(app)
 bulk.register(app)
+files.register(app)
+exchange.register(app)
+config_cmd.register(app)
 
 
 def _register_models() -> None:
@@ -84,10 +120,16 @@ class _StderrHandler(logging.Handler):
 
 def main() -> None:
     """Entry point: exit 0 on success, 1 on a user error (one line, no traceback), 2 on usage errors."""
+    import os
+
+    if os.environ.get(COMPLETE_VAR):  # a completion request from the shell: typer's completion classes answer
+        from typer.completion import completion_init
+
+        completion_init()
     try:
         app()
     except KeyboardInterrupt:
-        typer.echo("interrupted: work committed so far is kept; run the command again to resume", err=True)
+        typer.echo(common.interrupted_message(), err=True)
         sys.exit(130)
 
 

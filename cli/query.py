@@ -18,30 +18,33 @@ def similar(
     tag: Optional[str] = typer.Option(None, "--tag", help="Search from a learned tag's prototype instead of a track."),
     with_tag: list[str] = typer.Option([], "--with-tag", help="Only tracks predicted to carry this tag (repeatable)."),
     without_tag: list[str] = typer.Option([], "--without-tag", help="Leave out tracks predicted to carry this tag (repeatable)."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON: {query, results}."),
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
     m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist (the query track first when stored)."),
 ) -> None:
     """Tracks most similar to TRACK, by cosine similarity of their embeddings."""
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out, m3u=m3u)
     if (track is None) == (tag is None):
         raise typer.BadParameter("give a TRACK to search from, or --tag NAME (not both)")
     from tagstore import api
 
     with common.open_store() as store:
         q, hits = api.similar(store, track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
-    if json_out:
-        common.echo_json({"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in hits]})
-    elif m3u:
-        entries = [(q.path, None, f"query: {q.text}")] if q.track_id is not None and q.path else []
-        entries += [(h.path, h.duration_s, _label(h)) for h in hits]
-        common.m3u(entries)
-    else:
-        common.table([(h.rank, h.id, h.score, h.artist, h.title, h.path) for h in hits],
-                     ["#", "id", "score", "artist", "title", "path"])  # fmt: skip
+        q_track = store.find(q.track_id) if fmt == "m3u" and q.track_id is not None else None
+    if fmt == "m3u":
+        entries = [(q.path, q_track.duration_s, q_track.artist, q_track.title)] if q_track is not None else []
+        common.m3u(entries + [(h.path, h.duration_s, h.artist, h.title) for h in hits])
+        return
+    rows = [h.to_dict() for h in hits]
+    common.emit(rows, fmt, HIT_COLUMNS,
+                [(h.rank, h.id, h.score, h.artist, common.title_of(h.title, h.path), h.path) for h in hits],
+                ["#", "id", "score", "artist", "title", "path"],
+                json_data={"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": rows})  # fmt: skip
 
 
-def _label(hit: object) -> str:
-    artist, title, path = getattr(hit, "artist"), getattr(hit, "title"), getattr(hit, "path")
-    return f"{artist} - {title}" if artist and title else (title or path.rsplit("/", 1)[-1])
+HIT_COLUMNS = ["rank", "id", "path", "title", "artist", "album", "duration_s", "score"]
 
 
 def register(root: typer.Typer) -> None:

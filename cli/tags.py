@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -61,22 +59,30 @@ def tag(
         typer.echo(f"scored {result['tracks']} tracks for {result['tags']} tags in {result['seconds']:.2f} s")
 
 
+TAG_COLUMNS = ["name", "kind", "method", "n_pos", "n_neg", "threshold", "cv_ap", "predicted", "scored", "trained_at"]
+SCORE_COLUMNS = ["rank", "id", "path", "title", "artist", "duration_s", "score", "predicted"]
+KINDS = ("learned", "model")
+
+
 def tags(
     kind: Optional[str] = typer.Option(None, "--kind", help="Only 'learned' or 'model' tags."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
 ) -> None:
     """List tags: kind, examples, method, threshold, predicted count, cross-validated AP."""
     from tagstore import api
 
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
+    if kind is not None and kind not in KINDS:
+        raise typer.BadParameter(f"--kind {kind!r} is not a kind of tag; choose learned or model")
     with common.open_store() as store:
         found = api.tags(store, kind=kind)
-    if json_out:
-        common.echo_json([t.to_dict() for t in found])
-        return
-    common.table(
-        [(t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap, f"{t.predicted}/{t.scored}") for t in found],
-        ["tag", "kind", "method", "pos", "neg", "threshold", "cv AP", "predicted"],
-    )
+    rows = [{c: t.to_dict()[c] for c in TAG_COLUMNS} for t in found]
+    common.emit(rows, fmt, TAG_COLUMNS,
+                [(t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap, f"{t.predicted}/{t.scored}") for t in found],
+                ["tag", "kind", "method", "pos", "neg", "threshold", "cv AP", "predicted"])  # fmt: skip
 
 
 def scores(
@@ -85,27 +91,25 @@ def scores(
     all_rows: bool = typer.Option(False, "--all", help="Every scored track."),
     predicted: bool = typer.Option(False, "--predicted", help="Only tracks predicted to carry the tag."),
     no_examples: bool = typer.Option(False, "--no-examples", help="Leave out the tag's own examples."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
-    m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist."),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
+    m3u: bool = common.M3U,
 ) -> None:
     """Tracks by score for a tag, best first."""
     from tagstore import api
 
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out, m3u=m3u)
     with common.open_store() as store:
         rows = api.scores(store, name, top=None if all_rows else top, predicted_only=predicted,
                           exclude_examples=no_examples)  # fmt: skip
-    if json_out:
-        common.echo_json([r.to_dict() for r in rows])
-    elif csv_out:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["rank", "id", "score", "predicted", "path"])
-        writer.writerows([(r.rank, r.id, f"{r.score:.6f}", int(r.predicted), r.path) for r in rows])
-    elif m3u:
-        common.m3u((r.path, r.duration_s, f"{name} {r.score:.3f}") for r in rows)
-    else:
-        common.table([(r.rank, r.id, r.score, "yes" if r.predicted else "", r.artist, r.title, r.path) for r in rows],
-                     ["#", "id", "score", "tagged", "artist", "title", "path"])  # fmt: skip
+    if fmt == "m3u":
+        common.m3u((r.path, r.duration_s, r.artist, r.title) for r in rows)
+        return
+    common.emit([r.to_dict() for r in rows], fmt, SCORE_COLUMNS,
+                [(r.rank, r.id, r.score, "yes" if r.predicted else "", r.artist, common.title_of(r.title, r.path), r.path)
+                 for r in rows], ["#", "id", "score", "tagged", "artist", "title", "path"])  # fmt: skip
 
 
 def tag_examples(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")) -> None:
@@ -141,36 +145,43 @@ def remove_tag(name: str = typer.Argument(...)) -> None:
     typer.echo(f"removed tag {name!r}")
 
 
-def _listing(rows: list[dict], json_out: bool, extra: str) -> None:
-    if json_out:
-        common.echo_json(rows)
-    else:
-        common.table([(r["id"], r["score"], r.get(extra) if not isinstance(r.get(extra), list)
-                       else ",".join(map(str, r[extra])), r["path"]) for r in rows], ["id", "score", extra, "path"])  # fmt: skip
+def _listing(rows: list[dict], fmt: str | None, extra: str) -> None:
+    columns = ["id", "score", extra, "path"]
+    common.emit([{c: r.get(c) for c in columns} for r in rows], fmt, columns,
+                [(r["id"], r["score"], ",".join(map(str, r[extra])) if isinstance(r.get(extra), list) else r.get(extra),
+                  r["path"]) for r in rows], columns)  # fmt: skip
 
 
 def propagate(
     name: str = typer.Argument(...),
     k: int = typer.Option(10, "-k", help="Neighbours per positive example."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
 ) -> None:
     """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
     from tagstore import api
 
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
     with common.open_store() as store:
-        _listing(api.propagate(store, name, k=k), json_out, "sources")
+        _listing(api.propagate(store, name, k=k), fmt, "sources")
 
 
 def suggest(
     name: str = typer.Argument(...),
     n: int = typer.Option(10, "-n", help="Number of tracks."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
 ) -> None:
     """Tracks worth labelling next for a tag (near its threshold, and unlike each other)."""
     from tagstore import api
 
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
     with common.open_store() as store:
-        _listing(api.suggest(store, name, n=n), json_out, "threshold")
+        _listing(api.suggest(store, name, n=n), fmt, "threshold")
 
 
 def explain(

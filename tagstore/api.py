@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tagstore import catalogue as cat
+from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.records import IndexRecord
 from tagstore.catalogue.tracks import Track
@@ -38,8 +39,11 @@ from tagstore.store import DEFAULT_FACTORY, Progress, Store
 if TYPE_CHECKING:
     from tagstore.derived.projection import Projection
     from tagstore.embedders.pretrained import ModelInfo
+    from tagstore.export import Export
     from tagstore.ingest import IngestReport
     from tagstore.tags.teaching import Taught
+    from tagstore.filetags import WriteReport
+    from tagstore.library import UpdateReport
     from tagstore.tags.views import ScoredTrack, TagSummary
 
 # Each command imports the modules it composes when it is called (ingest, tag fitting, model weights), so
@@ -54,6 +58,7 @@ __all__ = [
     "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
     "label", "undo_label", "teach_state", "learning_curve", "proposals", "set_threshold", "threshold_count",
     "score_histogram",
+    "write", "undo_write", "update", "missing", "RemoveReport", "export", "import_labels", "show_track",
 ]  # fmt: skip
 
 
@@ -243,16 +248,82 @@ def import_embeddings(store: Store, directory: str | os.PathLike[str], progress:
     return report
 
 
-def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> list[Track]:
-    """Remove tracks (by id or stored path) with their embeddings, examples and scores."""
+@dataclass
+class RemoveReport:
+    """What ``remove`` did: the tracks removed and the learned tags refitted because they lost an example."""
+
+    tracks: list[Track]
+    refitted: list[str]
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tracks": [t.to_dict() for t in self.tracks], "refitted": self.refitted, "dry_run": self.dry_run}
+
+
+def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> RemoveReport:
+    """Remove tracks (by id or stored path) with their embeddings, examples and scores, and refit the
+    learned tags that lose an example (with ``dry_run``: the tags that would be refitted)."""
     from tagstore import ingest
 
     if dry_run:
-        return ingest.remove(store, refs, dry_run=True)
+        tracks = ingest.remove(store, refs, dry_run=True)
+        with store.reader() as con:
+            losing = set(tag_sql.tags_with_examples(con, [t.id for t in tracks]))
+            names = [name for tid, name, _ in tag_sql.learned_tags(con) if tid in losing]
+        return RemoveReport(tracks, names, dry_run=True)
     with store.write_lock():
-        removed = ingest.remove(store, refs)
-        derived_index.sync(store)
-    return removed
+        return RemoveReport(*_remove_and_refit(store, refs))
+
+
+def _remove_and_refit(store: Store, refs: Sequence[str | int]) -> tuple[list[Track], list[str]]:
+    from tagstore import ingest
+    from tagstore.tags import upkeep
+
+    with store.reader() as con:
+        ids = [store.track(r, con).id for r in refs] if refs else []
+        losing = tag_sql.tags_with_examples(con, ids)
+    removed = ingest.remove(store, refs)
+    derived_index.sync(store)
+    return removed, upkeep.refit_tags(store, losing)
+
+
+def update(
+    store: Store, paths: Sequence[str | os.PathLike[str]] | None = None, prune: bool = False,
+    dry_run: bool = False, progress: Progress | None = None,
+) -> UpdateReport:  # fmt: skip
+    """Follow the files: record moves (same content, new path: id, tags and examples kept), re-embed
+    changed files, list missing ones and with ``prune`` remove them (refitting tags that lose examples)."""
+    from tagstore import ingest, library
+    from tagstore.tags import fitting
+
+    if dry_run:
+        report = library.scan(store, list(paths) if paths else None, progress)
+        report.dry_run = True
+        return report
+    with store.write_lock():
+        report = library.scan(store, list(paths) if paths else None, progress)
+        library.apply_moves(store, report.moved)
+        changed = False
+        if report.changed:
+            added = ingest.add(store, [c["path"] for c in report.changed], progress=progress)
+            report.failed += [{"id": None, **f} for f in added.failed]
+            changed = added.changed
+        if prune and report.missing:
+            _, report.refitted = _remove_and_refit(store, [m["id"] for m in report.missing])
+            report.pruned = True
+        if changed or not derived_index.is_current(store):
+            record = derived_index.sync(store)
+            report.index_version = record.version if record else None
+        if changed:
+            fitting.rescore(store)
+    return report
+
+
+def missing(store: Store) -> list[Track]:
+    """Stored tracks whose file is gone."""
+    from tagstore import library
+
+    return library.missing_tracks(store)
 
 
 def rebuild(
@@ -509,6 +580,68 @@ def record_dict(record: IndexRecord) -> dict[str, Any]:
     out.pop("stats_mean")
     out.pop("stats_std")
     return out
+
+
+# --- out to the user's world: file tags ----------------------------------------------------------
+
+
+def write(
+    store: Store,
+    source: str = "learned",
+    field: str = "TAGSTORE",
+    tags: Sequence[str] | None = None,
+    min_score: float | None = None,
+    tracks: Sequence[str] | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> WriteReport:
+    """Write predicted tags (learned, model or both) into one field of each track's file; logged for undo."""
+    from tagstore import filetags
+
+    if dry_run:
+        return filetags.write(store, source, field, tags, min_score, tracks, dry_run=True)
+    with store.write_lock():
+        return filetags.write(store, source, field, tags, min_score, tracks, progress=progress)
+
+
+def undo_write(store: Store, dry_run: bool = False, progress: Progress | None = None) -> WriteReport:
+    """Restore the field values the latest ``write`` run replaced (files changed since are reported)."""
+    from tagstore import filetags
+
+    if dry_run:
+        return filetags.undo(store, dry_run=True)
+    with store.write_lock():
+        return filetags.undo(store, progress=progress)
+
+
+def export(
+    store: Store, fmt: str = "csv", path: str | os.PathLike[str] | None = None, embeddings: bool = False,
+    match: str | None = None, artist: str | None = None, album: str | None = None, genre: str | None = None,
+    limit: int | None = None,
+) -> tuple[Export, str | None]:  # fmt: skip
+    """The catalogue, one row per track with its tags and scores, written to ``path`` as csv / json / nl /
+    parquet (returns the rows and None), or rendered as text (returns the rows and the text)."""
+    from tagstore import export as export_rows
+
+    return export_rows.export(store, fmt, path, embeddings, match=match, artist=artist, album=album, genre=genre,
+                              limit=limit)  # fmt: skip
+
+
+def import_labels(store: Store, path: str | os.PathLike[str]) -> list[TagSummary]:
+    """Create or extend every tag a labels CSV names (columns path or id, tags, negative_tags), all or nothing."""
+    from tagstore.tags import importing
+
+    with store.write_lock():
+        return importing.import_labels(store, path)
+
+
+def show_track(store: Store, ref: str | int | os.PathLike[str]) -> dict[str, Any]:
+    """One stored track: its catalogue fields, whether its file exists, and every tag it has a score for
+    (``[{name, kind, score, threshold, predicted, example}]``; ``example``: positive, negative or None)."""
+    with store.reader() as con:
+        t = store.track(ref, con)
+        tags = tag_sql.track_tags(con, t.id)
+    return {**t.to_dict(), "exists": os.path.exists(t.path), "tags": tags}
 
 
 # --- pre-trained models ---------------------------------------------------------------------------

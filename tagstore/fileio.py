@@ -78,8 +78,10 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
-def atomic_write(path: str | os.PathLike[str], content: Content) -> Written:
+def atomic_write(path: str | os.PathLike[str], content: Content, mode: int | None = None) -> Written:
     """Write ``content`` to ``path`` atomically and durably; returns its digest, size and mtime.
+
+    ``mode``: permission bits for the new file (e.g. the old file's, when rewriting one), else the umask's.
 
     On any failure the temp file is removed, ``path`` is untouched and the error (OSError for disk
     problems) propagates for the caller to name.
@@ -99,6 +101,8 @@ def atomic_write(path: str | os.PathLike[str], content: Content) -> Written:
             else:
                 content(sink)
             fh.flush()
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode & 0o7777)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -36,9 +36,11 @@ MODEL_TAG_THRESHOLD = 0.5
 
 @dataclass
 class IngestReport:
-    """What ``add`` did: added ``[{id, path}]``, skipped ``[{path, reason}]``, failed ``[{path, error, reason}]``."""
+    """What ``add`` did: added ``[{id, path}]``, moved ``[{id, old_path, path}]`` (same content, the old path
+    gone: the track keeps its id, tags and examples), skipped ``[{path, reason}]``, failed ``[{path, error, reason}]``."""
 
     added: list[dict[str, Any]] = field(default_factory=list)
+    moved: list[dict[str, Any]] = field(default_factory=list)
     updated: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -116,6 +118,10 @@ def _plan(
             report.failed.append({"path": key, "error": "OSError", "reason": f"cannot read {key}: {exc}"})
             continue
         dup = known.by_hash.get(digest)
+        if dup is not None and dup[1] != key and not os.path.exists(dup[1]) and digest not in seen:
+            seen.add(digest)
+            report.moved.append({"id": dup[0], "old_path": dup[1], "path": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            continue
         if dup is not None or digest in seen:
             where = f"id {dup[0]}, {dup[1]}" if dup else "earlier in this run"
             report.skipped.append({"path": key, "reason": f"same content as a stored track ({where})"})
@@ -144,6 +150,8 @@ def add(
     if dry_run:
         for _, path, _, _, old_id in _plan(files, _known(store), report):
             (report.updated if old_id else report.added).append({"id": old_id, "path": str(path)})
+        for m in report.moved:
+            m.pop("size"), m.pop("mtime_ns")
         report.seconds = time.perf_counter() - t0
         return report
     embedder = store.embedder()
@@ -152,6 +160,7 @@ def add(
     planned = _plan(files, _known(store), report)
     try:
         for (i, path, digest, st, old_id), embedded in embedder.embed_ahead(planned, lambda item: item[1], workers):
+            batch.moves(report)
             if progress:
                 progress(i, len(files), str(path))
             try:
@@ -174,6 +183,7 @@ def add(
             report.audio_seconds += vec.duration_s
             if len(batch.rows) >= batch_tracks or time.monotonic() - batch.started > batch_seconds:
                 batch.commit(report)
+        batch.moves(report)
     finally:
         batch.commit(report)  # an interrupted run keeps what it has embedded
     if progress:
@@ -190,6 +200,16 @@ class _Batch:
         self.rows: list[tuple[NewTrack, int | None, TrackVector]] = []
         self.failures: list[tuple[str, str, str]] = []
         self.started = time.monotonic()
+        self.moved = 0
+
+    def moves(self, report: IngestReport) -> None:
+        """Record the moves found so far (their files keep their ids; nothing to embed)."""
+        todo = report.moved[self.moved:]
+        if todo:
+            with self.store.transaction() as con:
+                for m in todo:
+                    track_sql.move_track(con, m["id"], m["path"], m.pop("size"), m.pop("mtime_ns"))
+            self.moved = len(report.moved)
 
     def commit(self, report: IngestReport) -> None:
         if not self.rows and not self.failures:

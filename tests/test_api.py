@@ -30,7 +30,8 @@ def test_a_python_session_end_to_end(tmp_path: Path, library: Path) -> None:
     record = api.rebuild(store)
     assert record.count == 12 and api.record_dict(record)["count"] == 12
     removed = api.remove(store, [str(noise[0])])
-    assert [t.id for t in removed] == [noise[0]] and api.info(store)["index"]["count"] == 11
+    assert [t.id for t in removed.tracks] == [noise[0]] and api.info(store)["index"]["count"] == 11
+    assert removed.refitted == ["noisy"] and api.tags(store, kind="learned")[0].n_pos == 1  # it lost an example
 
 
 def test_api_add_composes_what_ingest_alone_does_not(store: Store, library: Path, tmp_path: Path) -> None:

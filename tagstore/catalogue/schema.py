@@ -122,6 +122,21 @@ ADDITIONS: tuple[str, ...] = (
         answered_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
         PRIMARY KEY (tag_id, seq)
     )""",
+    # The write log of `tagstore write`: each file's field before and after (JSON lists, NULL: absent),
+    # with the file's hash either side, so `write --undo` restores exactly what one run changed.
+    """CREATE TABLE IF NOT EXISTS file_writes (
+        run BIGINT NOT NULL,
+        track_id BIGINT NOT NULL,
+        path VARCHAR NOT NULL,
+        field VARCHAR NOT NULL,
+        old_values VARCHAR,
+        new_values VARCHAR,
+        old_hash VARCHAR NOT NULL,
+        new_hash VARCHAR NOT NULL,
+        written_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        undone BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (run, track_id)
+    )""",
 )
 """Idempotent DDL added since format 1 (``CREATE TABLE IF NOT EXISTS ...``, ``ALTER TABLE ... ADD COLUMN IF
 NOT EXISTS ...``), in order. A store whose recorded digest of these differs gets them applied by the next

@@ -377,3 +377,29 @@ def skipped_ids(con: Connection, tag_id: int) -> list[int]:
     """Tracks answered 'skip' for a tag (not proposed again)."""
     return [int(r[0]) for r in con.execute(
         "SELECT DISTINCT track_id FROM tag_answers WHERE tag_id = ? AND answer = 'skip' ORDER BY 1", [tag_id]).fetchall()]  # fmt: skip
+
+
+def tags_with_examples(con: Connection, track_ids: Sequence[int]) -> list[int]:
+    """Ids of the learned tags that have any of ``track_ids`` as an example, ascending."""
+    rows = con.execute(
+        "SELECT DISTINCT tag_id FROM tag_examples WHERE track_id IN (SELECT unnest(?::BIGINT[])) ORDER BY tag_id",
+        [[int(i) for i in track_ids]],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def track_tags(con: Connection, track_id: int) -> list[dict[str, object]]:
+    """Every tag a track has a score for: name, kind, score, threshold, predicted, and whether it is one of
+    the tag's examples (``positive``/``negative``/None); learned tags first, best score first."""
+    rows = con.execute(
+        """SELECT g.name, g.kind, s.score, g.threshold, s.predicted, e.label
+           FROM tag_scores s JOIN tags g ON g.id = s.tag_id
+           LEFT JOIN tag_examples e ON e.tag_id = s.tag_id AND e.track_id = s.track_id
+           WHERE s.track_id = ? ORDER BY g.kind DESC, s.score DESC, g.name""",
+        [int(track_id)],
+    ).fetchall()
+    return [
+        {"name": n, "kind": k, "score": float(s), "threshold": None if t is None else float(t), "predicted": bool(p),
+         "example": None if lab is None else ("positive" if lab > 0 else "negative")}
+        for n, k, s, t, p, lab in rows
+    ]  # fmt: skip

@@ -317,3 +317,23 @@ def switch_to_staged(con: Connection, layout_json: str) -> None:
     set_meta(con, "index_needs_rebuild", "1")
     bump_generation(con)
 
+
+
+# --- files that changed on disk without changing their audio ---------------------------------------
+
+
+def set_fingerprint(con: Connection, track_id: int, content_hash: str, size_bytes: int, mtime_ns: int) -> None:
+    """A track's file after tagstore rewrote its tags: new hash, size and mtime, the same audio and embedding."""
+    con.execute(
+        "UPDATE tracks SET content_hash = ?, size_bytes = ?, mtime_ns = ? WHERE id = ?",
+        [content_hash, int(size_bytes), int(mtime_ns), int(track_id)],
+    )
+
+
+def move_track(con: Connection, track_id: int, path: str, size_bytes: int, mtime_ns: int) -> None:
+    """A track whose file moved (same content at ``path``): it keeps its id, embedding, examples and scores."""
+    con.execute(
+        "UPDATE tracks SET path = ?, size_bytes = ?, mtime_ns = ? WHERE id = ?",
+        [path, int(size_bytes), int(mtime_ns), int(track_id)],
+    )
+    con.execute("DELETE FROM ingest_failures WHERE path = ?", [path])
