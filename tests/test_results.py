@@ -247,7 +247,7 @@ def test_config_file_every_key_and_errors(runner, tmp_path: Path, monkeypatch: p
     cfg.parent.mkdir(parents=True)
     values = {"store": str(tmp_path / "st"), "weights_dir": str(tmp_path / "w"), "threads": 3, "embedders": "dsp",
               "index": "HNSW32", "write_field": "MOOD", "write_source": "both", "min_score": 0.25,
-              "export_format": "nl"}  # fmt: skip
+              "export_format": "nl", "search_device": "auto"}  # fmt: skip
     assert set(values) == set(config.KEYS)
     cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
     for env in ("TAGSTORE_THREADS", "TAGSTORE_WEIGHTS_DIR"):
