@@ -30,6 +30,7 @@ INDEX_ENV = "TAGSTORE_INDEX"
 DEFAULT_EMBEDDERS = "dsp,musicnn:layer=penultimate,aisfx"
 """`init`'s layout when none is named: the best offline layout measured on real audio (benchmarks/realset.py,
 benchmarks/README.md); its weights come from PyPI on first use."""
+MAX_THREADS = 1024
 DEFAULT_INDEX = "Flat"
 
 
@@ -78,8 +79,8 @@ def parse_threads(raw: object, where: str, error: type[TagstoreError] = ConfigEr
         n = int(str(raw))
     except ValueError:
         raise error(f"{where}: threads must be a whole number, got {raw!r}") from None
-    if n < 1:
-        raise error(f"{where}: threads must be at least 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:
+        raise error(f"{where}: threads must be between 1 and {MAX_THREADS}, got {n}")
     return n
 
 
@@ -125,6 +126,9 @@ class Settings:
             raise TypeError(f"unknown settings {sorted(unknown)}")
         table = read_config_file() if file is None else dict(file)
         where = f"config file {config_path()}"
+        for key, value in table.items():  # a bad value is reported even where a flag overrides it
+            if key in {f.name for f in fields(cls)} and (not isinstance(value, (str, int)) or isinstance(value, bool)):
+                raise ConfigError(f"{where}: key {key!r} must be text or a number, got {value!r}; fix or remove it")
 
         def pick(key: str, env: str | None) -> Any:
             if flags.get(key) is not None:
