@@ -66,7 +66,7 @@ __all__ = [
 @contextlib.contextmanager
 def _writing(store: Store) -> Iterator[Store]:
     """Hold the write lock; first complete any post-commit work a killed command left behind."""
-    with _writing(store):
+    with store.write_lock():
         complete_pending(store)
         yield store
 
