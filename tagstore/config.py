@@ -79,8 +79,10 @@ def parse_threads(raw: object, where: str, error: type[TagstoreError] = ConfigEr
         n = int(str(raw))
     except ValueError:
         raise error(f"{where}: threads must be a whole number, got {raw!r}") from None
-    if not 1 <= n <= MAX_THREADS:
-        raise error(f"{where}: threads must be between 1 and {MAX_THREADS}, got {n}")
+    if n < 1:
+        raise error(f"{where}: threads must be at least 1, got {n}")
+    if n > MAX_THREADS:
+        raise error(f"{where}: threads must be at most {MAX_THREADS}, got {n}")
     return n
 
 

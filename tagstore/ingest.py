@@ -5,7 +5,10 @@ DuckDB transaction, so a killed run leaves whole batches; the next run skips wha
 size and mtime, or same content hash) and carries on. Nothing is duplicated: content hashes are unique.
 
 This module changes the catalogue only; bringing the index in step and scoring learned tags for the
-new tracks is composed by :mod:`tagstore.api`.
+new tracks is composed by :mod:`tagstore.api`. Each batch records that rescoring as pending work in its
+own transaction (:mod:`tagstore.catalogue.pending`), so a kill right after a commit cannot leave new
+tracks unscored: the next writing command completes it. One bad file (damaged, non-finite samples, a
+FIFO, a broken link, a non-UTF-8 name) is a failure of that file; the batch goes on.
 """
 
 from __future__ import annotations
