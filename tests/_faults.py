@@ -42,7 +42,8 @@ def copy_store(src: Path, dest: Path) -> Path:
 def env(tmp: Path, **extra: str) -> dict[str, str]:
     """An environment with no user config or default store, one thread per process."""
     out = {k: v for k, v in os.environ.items() if not k.startswith("TAGSTORE_") or k == "TAGSTORE_WEIGHTS_DIR"}
-    out.update(XDG_CONFIG_HOME=str(tmp / "config"), XDG_DATA_HOME=str(tmp / "data"), OMP_NUM_THREADS="1")
+    out.update(XDG_CONFIG_HOME=str(tmp / "config"), XDG_DATA_HOME=str(tmp / "data"), OMP_NUM_THREADS="1",
+               TAGSTORE_EMBEDDERS="dsp")  # `init` without weights: the default layout needs musicnn and aisfx
     out.update(extra)
     return out
 
