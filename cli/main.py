@@ -10,11 +10,18 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import bulk, common, config_cmd, evaluate, exchange, files, query, store_cmds, tags, tracks
+from tagstore.cli import bulk, common, config_cmd, evaluate, exchange, files, maintenance, query, store_cmds, tags, tracks
+
+
+try:
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - a typer that uses click itself
+    from click.exceptions import UsageError
 
 
 class _Group(TyperGroup):
-    """Turns library errors into one line on stderr and exit status 1, for every command."""
+    """Turns library errors into one line on stderr and exit status 1, and a command's usage errors (a value
+    that is not a number, a missing argument) into one line and exit status 2, for every command."""
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         from tagstore.errors import TagstoreError
@@ -24,6 +31,12 @@ class _Group(TyperGroup):
         except TagstoreError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" or exc.ctx is None:
+                raise  # `tagstore query` alone prints its help
+            message = " ".join(exc.format_message().split()).rstrip(".")
+            typer.echo(f"error: {message}; see `{exc.ctx.command_path} --help`", err=True)
+            raise typer.Exit(2) from None
 
 
 app = typer.Typer(
@@ -99,6 +112,7 @@ bulk.register(app)
 files.register(app)
 exchange.register(app)
 config_cmd.register(app)
+maintenance.register(app)
 
 
 def _register_models() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -11,7 +10,7 @@ from tagstore.cli import common
 
 
 def add(
-    paths: list[Path] = typer.Argument(..., help="Audio files or folders (walked recursively)."),
+    paths: list[str] = typer.Argument(..., help="Audio files or folders (walked recursively)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be added; change nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Tracks committed per transaction."),

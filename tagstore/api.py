@@ -14,9 +14,10 @@ functions, and a Python user calls them the same way::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tagstore import catalogue as cat
+from tagstore import values
+from tagstore.catalogue import pending
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.records import IndexRecord
@@ -38,6 +41,7 @@ from tagstore.store import DEFAULT_FACTORY, Progress, Store
 
 if TYPE_CHECKING:
     from tagstore.derived.projection import Projection
+    from tagstore.check import CheckReport
     from tagstore.embedders.pretrained import ModelInfo
     from tagstore.export import Export
     from tagstore.ingest import IngestReport
@@ -59,7 +63,37 @@ __all__ = [
     "label", "undo_label", "teach_state", "learning_curve", "proposals", "set_threshold", "threshold_count",
     "score_histogram",
     "write", "undo_write", "update", "missing", "RemoveReport", "export", "import_labels", "show_track",
+    "check", "backup", "complete_pending",
 ]  # fmt: skip
+
+
+# --- writing: the lock, and the work a killed command left pending -------------------------------
+
+
+@contextlib.contextmanager
+def _writing(store: Store) -> Iterator[Store]:
+    """Hold the write lock; first complete any post-commit work a killed command left behind."""
+    with store.write_lock():
+        complete_pending(store)
+        yield store
+
+
+def complete_pending(store: Store) -> list[str]:
+    """Do the post-commit steps recorded as pending (refit after a re-embed, rescoring new tracks), then
+    clear them; returns what was done. The caller holds the write lock."""
+    with store.reader() as con:
+        tasks = pending.tasks(con)
+    if not tasks:
+        return tasks
+    from tagstore.tags import fitting
+
+    if pending.REFIT in tasks:
+        fitting.refit_all(store)
+    fitting.rescore(store)
+    with store.transaction() as con:
+        for task in tasks:
+            pending.clear(con, task)
+    return tasks
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -148,6 +182,7 @@ def tracks(
     ids: Sequence[int] | None = None,
 ) -> list[Track]:
     """Tracks by id, filtered by text (path, title, artist), artist, album, genre or a list of ids."""
+    limit = values.optional_count(limit, "--limit")
     return store.tracks(match=match, artist=artist, album=album, genre=genre, ids=ids, limit=limit)
 
 
@@ -197,9 +232,10 @@ def add(
     """
     from tagstore import bulk, ingest
 
+    batch_tracks = values.count(batch_tracks, "--batch-size")
     if dry_run:
         return ingest.add(store, [Path(p) for p in paths], dry_run=True)
-    with store.write_lock():
+    with _writing(store):
         if ray is None:
             report = ingest.add(store, [Path(p) for p in paths], progress=progress, batch_tracks=batch_tracks,
                                 batch_seconds=batch_seconds, decode_workers=decode_workers)  # fmt: skip
@@ -221,8 +257,9 @@ def _after_ingest(store: Store, report: IngestReport) -> None:
     if report.changed or not derived_index.is_current(store):
         record = derived_index.sync(store)
         report.index_version = record.version if record else None
-    if report.changed:
-        fitting.rescore(store)  # learned tags score the new tracks
+    done = complete_pending(store)  # learned tags score the new tracks (recorded with each batch)
+    if report.changed and not done:
+        fitting.rescore(store)  # shards imported without a pending record: score them all the same
 
 
 def export_embeddings(store: Store, directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -271,7 +308,7 @@ def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> Re
             losing = set(tag_sql.tags_with_examples(con, [t.id for t in tracks]))
             names = [name for tid, name, _ in tag_sql.learned_tags(con) if tid in losing]
         return RemoveReport(tracks, names, dry_run=True)
-    with store.write_lock():
+    with _writing(store):
         return RemoveReport(*_remove_and_refit(store, refs))
 
 
@@ -332,16 +369,15 @@ def rebuild(
     """Rebuild the index from the stored embeddings (atomic swap); with ``re_embed``, recompute every
     embedding first (optionally switching to ``embedders``) and refit every learned tag."""
     from tagstore import ingest
-    from tagstore.tags import fitting
 
     if embedders is not None and not re_embed:
         raise InputError("--embedders switches the store's embedders and needs --re-embed")
-    with store.write_lock():
+    with _writing(store):
         if not re_embed:
             return derived_index.rebuild(store, progress)
         ingest.re_embed(store, embedders, progress)
         record = derived_index.rebuild(store, progress)
-        fitting.refit_all(store)  # learned tags live in the embedding space that just changed
+        complete_pending(store)  # refit: learned tags live in the embedding space that just changed
         return record
 
 
@@ -356,6 +392,7 @@ def similar(
     exclude_ids: Sequence[int] | None = None,
 ) -> tuple[Query, list[Hit]]:
     """Nearest tracks to a catalogue id, a stored path, an audio file, or a learned tag's prototype."""
+    k = values.count(k, "-k")
     return _similar(store, query, k=k, include_ids=include_ids, exclude_ids=exclude_ids, tag=tag,
                     with_tags=with_tags, without_tags=without_tags)  # fmt: skip
 
@@ -414,7 +451,7 @@ def add_tag(
     from tagstore.tags import fitting
 
     fitting.check_method(method)
-    with store.write_lock():
+    with _writing(store):
         if add_files:
             _add_outside(store, [*examples, *negatives], progress)
         return fitting.add_tag(store, name, examples, negatives, method=method)
@@ -442,7 +479,7 @@ def tag(store: Store, names: Sequence[str] | None = None, all_tracks: bool = Fal
     """Score tracks that lack a score for the learned tags (``all_tracks``: rescore every track)."""
     from tagstore.tags import fitting
 
-    with store.write_lock():
+    with _writing(store):
         return fitting.rescore(store, names, all_tracks=all_tracks)
 
 
@@ -457,6 +494,7 @@ def scores(
     store: Store, name: str, top: int | None = 20, predicted_only: bool = False, exclude_examples: bool = False
 ) -> list[ScoredTrack]:
     """Tracks by descending score for a tag (learned or model); ``top=None`` lists all."""
+    top = values.optional_count(top, "--top")
     from tagstore.tags import views
 
     return views.scores(store, name, top=top, predicted_only=predicted_only, exclude_examples=exclude_examples)
@@ -480,7 +518,7 @@ def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary
     """Drop examples from a tag and refit it."""
     from tagstore.tags import fitting
 
-    with store.write_lock():
+    with _writing(store):
         return fitting.remove_examples(store, name, items)
 
 
@@ -488,20 +526,22 @@ def remove_tag(store: Store, name: str) -> None:
     """Delete a learned tag with its examples, scores and suggestions."""
     from tagstore.tags import fitting
 
-    with store.write_lock():
+    with _writing(store):
         fitting.remove_tag(store, name)
 
 
 def propagate(store: Store, name: str, k: int = 10, limit: int | None = None) -> list[dict[str, Any]]:
     """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
+    k, limit = values.count(k, "-k"), values.optional_count(limit, "--limit")
     from tagstore.tags import assist
 
-    with store.write_lock():
+    with _writing(store):
         return assist.propagate(store, name, k=k, limit=limit)
 
 
 def suggest(store: Store, name: str, n: int = 10) -> list[dict[str, Any]]:
     """Tracks worth labelling next for a tag (near its threshold, and unlike each other)."""
+    n = values.count(n, "-n")
     from tagstore.tags import assist
 
     return assist.suggest(store, name, n=n)
@@ -509,6 +549,7 @@ def suggest(store: Store, name: str, n: int = 10) -> list[dict[str, Any]]:
 
 def explain(store: Store, track: str, name: str, k: int = 3) -> dict[str, Any]:
     """Why a track has its score for a tag: nearest examples and the parts of the score."""
+    k = values.count(k, "-k")
     from tagstore.tags import assist
 
     return assist.explain(store, track, name, k=k)
@@ -642,6 +683,75 @@ def show_track(store: Store, ref: str | int | os.PathLike[str]) -> dict[str, Any
         t = store.track(ref, con)
         tags = tag_sql.track_tags(con, t.id)
     return {**t.to_dict(), "exists": os.path.exists(t.path), "tags": tags}
+
+
+# --- check, repair, backup -------------------------------------------------------------------------
+
+
+def check(
+    path: str | os.PathLike[str], repair: bool = False, runtime: Mapping[str, Any] | None = None
+) -> CheckReport:
+    """Check the store at ``path`` (:func:`tagstore.check.inspect`); with ``repair``, fix what can be fixed from
+    the catalogue (derived files, orphan rows, scores, pending work, damaged embeddings whose file is at hand)
+    and check again. A corrupt catalogue cannot be repaired: restore it from a backup."""
+    from tagstore import check as checks
+
+    report = checks.inspect(path)
+    if not repair or not any(p.fixable for p in report.problems):
+        return report
+    done: list[str] = []
+    if "catalogue-values" in report.kinds():
+        done += cat.repair_meta(Path(path).expanduser().absolute())
+    store = Store.open(path, runtime=runtime)
+    try:
+        with store.write_lock():
+            done += _repair(store, checks.inspect(path))
+    finally:
+        store.close()
+    final = checks.inspect(path)
+    final.repaired = done
+    return final
+
+
+def _repair(store: Store, report: CheckReport) -> list[str]:
+    from tagstore import check as checks
+    from tagstore import ingest
+    from tagstore.tags import fitting
+
+    done: list[str] = []
+    kinds = report.kinds()
+    for tmp in checks.stale_temps(store):
+        tmp.unlink(missing_ok=True)
+        done.append(f"removed {tmp}")
+    for problem in report.problems:
+        if problem.kind == "cache-corrupt":
+            for old in store.cache_dir.glob("*.npy"):
+                old.unlink(missing_ok=True)
+            done.append("deleted the vector cache")
+            break
+    if "orphan-rows" in kinds:
+        with store.transaction() as con:
+            deleted = track_sql.delete_orphans(con)
+        done += [f"deleted {n} {what}" for what, n in deleted.items()]
+    bad = sorted({i for p in report.problems if p.kind == "bad-embedding" for i in p.ids})
+    if bad:
+        done += ingest.re_embed_tracks(store, bad)
+    if kinds & {"index-missing", "index-corrupt", "index-ids", "index-behind", "bad-embedding", "orphan-rows"}:
+        record = derived_index.rebuild(store)
+        done.append(f"rebuilt the index (v{record.version}, {record.count} vectors)")
+    tasks = complete_pending(store)
+    done += [f"completed pending {t}" for t in tasks]
+    result = fitting.rescore(store)
+    if result["tracks"]:
+        done.append(f"scored {result['tracks']} track(s) for {result['tags']} tag(s)")
+    return done
+
+
+def backup(store: Store, dest: str | os.PathLike[str]) -> dict[str, Any]:
+    """A consistent copy of the catalogue in a new store folder ``dest`` (see :func:`tagstore.check.backup`)."""
+    from tagstore import check as checks
+
+    return checks.backup(store, dest)
 
 
 # --- pre-trained models ---------------------------------------------------------------------------

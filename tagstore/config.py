@@ -32,6 +32,7 @@ SEARCH_DEVICES = ("cpu", "auto", "cuda")
 DEFAULT_EMBEDDERS = "dsp,musicnn:layer=penultimate,aisfx"
 """`init`'s layout when none is named: the best offline layout measured on real audio (benchmarks/realset.py,
 benchmarks/README.md); its weights come from PyPI on first use."""
+MAX_THREADS = 1024
 DEFAULT_INDEX = "Flat"
 
 
@@ -82,6 +83,8 @@ def parse_threads(raw: object, where: str, error: type[TagstoreError] = ConfigEr
         raise error(f"{where}: threads must be a whole number, got {raw!r}") from None
     if n < 1:
         raise error(f"{where}: threads must be at least 1, got {n}")
+    if n > MAX_THREADS:
+        raise error(f"{where}: threads must be at most {MAX_THREADS}, got {n}")
     return n
 
 

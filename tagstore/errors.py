@@ -37,6 +37,18 @@ class StoreBusyError(StoreError):
     """Another process is writing the store."""
 
 
+class StoreCorruptError(StoreError):
+    """The catalogue file is damaged (DuckDB cannot read it); restore it from a backup."""
+
+
+class StoreDamagedError(StoreError):
+    """A catalogue value or table that is not what tagstore wrote (edited by hand, or a bug)."""
+
+
+class StorageError(StoreError):
+    """A file of the store cannot be written: disk full, file size limit, read-only, permissions."""
+
+
 class EmptyStoreError(StoreError):
     """The store holds no tracks yet."""
 
@@ -74,6 +86,10 @@ class EmptyAudioError(AudioError):
 
 class SilentAudioError(AudioError):
     """A file whose samples are all (near) zero."""
+
+
+class NonFiniteAudioError(AudioError):
+    """A file whose samples hold NaN or infinity, or values far beyond full scale."""
 
 
 class TooShortAudioError(AudioError):

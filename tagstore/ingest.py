@@ -5,7 +5,10 @@ DuckDB transaction, so a killed run leaves whole batches; the next run skips wha
 size and mtime, or same content hash) and carries on. Nothing is duplicated: content hashes are unique.
 
 This module changes the catalogue only; bringing the index in step and scoring learned tags for the
-new tracks is composed by :mod:`tagstore.api`.
+new tracks is composed by :mod:`tagstore.api`. Each batch records that rescoring as pending work in its
+own transaction (:mod:`tagstore.catalogue.pending`), so a kill right after a commit cannot leave new
+tracks unscored: the next writing command completes it. One bad file (damaged, non-finite samples, a
+FIFO, a broken link, a non-UTF-8 name) is a failure of that file; the batch goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tagstore import audio
-from tagstore.catalogue import bump_generation
+from tagstore.catalogue import bump_generation, pending
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.tracks import NewTrack, Track
@@ -32,6 +35,8 @@ BATCH_TRACKS = 32
 BATCH_SECONDS = 10.0
 """A batch is committed after this many tracks or seconds, whichever comes first."""
 MODEL_TAG_THRESHOLD = 0.5
+FILE_ERRORS: tuple[type[BaseException], ...] = (TagstoreError, OSError, ValueError, RuntimeError, EOFError, MemoryError)
+"""What decoding or embedding one file may raise because of that file: recorded as its failure, the batch goes on."""
 
 
 @dataclass
@@ -65,18 +70,24 @@ def discover(paths: Sequence[str | Path]) -> list[Path]:
 
     Raises PathNotFoundError, before anything is done, when a given path does not exist.
     """
-    missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
+    if any(not str(p).strip() for p in paths):
+        raise InputError("an empty path was given; name the files or folders to add (use . for this folder)")
+    missing = [str(p) for p in paths if not Path(p).expanduser().exists() and not Path(p).expanduser().is_symlink()]
     if missing:
-        raise PathNotFoundError(f"no such file or folder: {missing[0]}; check the path (nothing was added)")
+        shown = audio.display_path(missing[0])
+        raise PathNotFoundError(f"no such file or folder: {shown}; check the path (nothing was added)")
     out: dict[str, Path] = {}
     for given in paths:
         p = Path(given).expanduser()
-        if p.is_dir():
+        if p.is_symlink() and not p.exists():  # broken link or loop: reported per file by _plan
+            out.setdefault(str(p.absolute()), p.absolute())
+        elif p.is_dir():
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if not name.startswith(".") and audio.is_audio_path(name):
-                        f = Path(os.path.realpath(os.path.join(root, name)))
+                        link = Path(root, name)
+                        f = link.absolute() if link.is_symlink() and not link.exists() else Path(os.path.realpath(link))
                         out.setdefault(str(f), f)
         else:
             f = Path(os.path.realpath(p))
@@ -102,11 +113,11 @@ def _plan(
     """Yield ``(position, path, content_hash, stat, id_to_update)`` for files to embed; record skips in ``report``."""
     seen: set[str] = set()
     for i, path in enumerate(paths):
-        key = str(path)
+        key = audio.display_path(path)
         try:
-            st = path.stat()
-        except OSError as exc:
-            report.failed.append({"path": key, "error": "PathNotFoundError", "reason": str(exc)})
+            st = audio.check_file(path)  # refuses links to nowhere, FIFOs, devices, empty files, non-UTF-8 names
+        except InputError as exc:
+            report.failed.append({"path": key, "error": type(exc).__name__, "reason": str(exc)})
             continue
         old = known.by_path.get(key)
         if old and old[2] == st.st_size and old[3] == st.st_mtime_ns:
@@ -114,8 +125,9 @@ def _plan(
             continue
         try:
             digest = audio.file_hash(path)
-        except OSError as exc:
-            report.failed.append({"path": key, "error": "OSError", "reason": f"cannot read {key}: {exc}"})
+        except (OSError, InputError) as exc:
+            reason = str(exc) if isinstance(exc, InputError) else f"cannot read {key}: {exc.strerror}"
+            report.failed.append({"path": key, "error": type(exc).__name__, "reason": reason})
             continue
         dup = known.by_hash.get(digest)
         if dup is not None and dup[1] != key and not os.path.exists(dup[1]) and digest not in seen:
@@ -169,9 +181,10 @@ def add(
                 vec = embedded
                 meta = audio.read_metadata(path)
                 info = audio.probe(path)
-            except TagstoreError as exc:
-                batch.failures.append((str(path), type(exc).__name__, str(exc)))
-                report.failed.append({"path": str(path), "error": type(exc).__name__, "reason": str(exc)})
+            except FILE_ERRORS as exc:
+                reason = str(exc) if isinstance(exc, TagstoreError) else f"{path}: cannot be embedded ({exc})"
+                batch.failures.append((str(path), type(exc).__name__, reason))
+                report.failed.append({"path": str(path), "error": type(exc).__name__, "reason": reason})
                 continue
             row = NewTrack(
                 path=str(path), content_hash=digest, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
@@ -229,6 +242,7 @@ class _Batch:
                 track_sql.record_failure(con, path, error, reason)
             if self.rows:
                 bump_generation(con)
+                pending.add(con, pending.RESCORE)  # learned tags score these tracks after the commit
         self.rows, self.failures = [], []
         self.started = time.monotonic()
 
@@ -256,6 +270,31 @@ def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> li
     with store.transaction() as con:
         track_sql.delete_tracks(con, [t.id for t in tracks])
     return tracks
+
+
+def re_embed_tracks(store: Store, ids: Sequence[int]) -> list[str]:
+    """Re-embed the given tracks from their files (a repair of damaged stored vectors); returns what was done.
+
+    A file that is gone or changed (another content hash) is left, and said so. The caller holds the write lock.
+    """
+    done = []
+    embedder = store.embedder()
+    for tid in ids:
+        track = store.find(int(tid))
+        if track is None:
+            continue
+        try:
+            if audio.file_hash(track.path) != track.content_hash:
+                done.append(f"track {tid}: {track.path} changed since it was added; `tagstore remove {tid}` it")
+                continue
+            vec = embedder.embed_file(track.path)
+        except FILE_ERRORS as exc:
+            done.append(f"track {tid}: cannot re-embed {track.path} ({exc}); `tagstore remove {tid}` it")
+            continue
+        with store.transaction() as con:
+            track_sql.set_vector(con, tid, store.layout.digest, vec.vector)
+        done.append(f"re-embedded track {tid} from {track.path}")
+    return done
 
 
 def re_embed(store: Store, embedders: str | None = None, progress: Progress | None = None) -> TrackEmbedder:

@@ -150,7 +150,7 @@ def _search(
                 return q, []
         scores, ids = index.search(
             vec,
-            k,
+            max(1, min(k, index.ntotal)),  # never more rows than the index holds
             include_ids=None if include is None else np.asarray(sorted(include), dtype=np.int64),
             exclude_ids=np.asarray(sorted(excludes), dtype=np.int64) if excludes and include is None else None,
         )

@@ -24,7 +24,14 @@ import numpy as np
 from tagstore import catalogue as cat
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.tracks import Track
-from tagstore.errors import InputError, StoreExistsError, StoreNotFoundError, TrackNotFoundError
+from tagstore.errors import (
+    InputError,
+    StoreDamagedError,
+    StoreExistsError,
+    StoreNotFoundError,
+    TrackNotFoundError,
+)
+from tagstore.fileio import storage_errors
 from tagstore.layout import Layout
 
 if TYPE_CHECKING:
@@ -36,6 +43,15 @@ Progress = Callable[[int, int, str], None]
 """Progress callback: ``(done, total, current item)``."""
 
 DEFAULT_FACTORY = "Flat"
+INIT_WAIT_S = 60.0
+"""How long an `init` waits for another `init` of the same folder to finish."""
+
+
+def _check_new_store(path: Path) -> None:
+    if cat.catalogue_path(path).exists():
+        raise StoreExistsError(f"a store already exists at {path}; use it, or choose another folder")
+    if path.exists() and not path.is_dir():
+        raise StoreExistsError(f"{path} is a file, not a folder; choose a folder for the store")
 
 
 @dataclass(frozen=True)
@@ -74,17 +90,26 @@ class Store:
         from tagstore.embedders.host import TrackEmbedder
 
         path = Path(path).expanduser().absolute()
-        if cat.catalogue_path(path).exists():
-            raise StoreExistsError(f"a store already exists at {path}; use it, or choose another folder")
-        if path.exists() and not path.is_dir():
-            raise StoreExistsError(f"{path} is a file, not a folder; choose a folder for the store")
+        if not str(path).strip("/"):
+            raise InputError("the store path is empty; give a folder for the store")
+        _check_new_store(path)
         embedder = TrackEmbedder.from_spec(embedders, runtime)
         layout = embedder.layout
         indexes.create(factory, layout.dim, device="cpu")  # refuses a factory FAISS cannot build
-        path.mkdir(parents=True, exist_ok=True)
-        (path / cat.INDEX_DIR).mkdir(exist_ok=True)
         meta = {"layout": layout.to_json(), "index_factory": factory, "generation": "0", "created_by": "tagstore"}
-        cat.create(path, meta)
+        with storage_errors(path):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise InputError(
+                    f"cannot create the store folder {path}: a part of that path is a file; choose a path under a folder"
+                ) from None
+            # Concurrent inits of one folder: the lock lets one create the catalogue (under a temporary name,
+            # renamed into place); the others wait for it, then find the store and say so.
+            with cat.WriteLock(path).acquire(wait_s=INIT_WAIT_S):
+                _check_new_store(path)
+                (path / cat.INDEX_DIR).mkdir(exist_ok=True)
+                cat.create(path, meta)
         store = cls(path, layout, factory, runtime=runtime)
         store._embedder = embedder
         return store
@@ -101,9 +126,20 @@ class Store:
                 f"no tagstore store at {path}; create one with `tagstore init {path}` or pass --store"
             )
         con = cat.connect(path, read_only=True)
-        layout = Layout.from_json(cat.get_meta(con, "layout") or "[]")
-        factory = cat.get_meta(con, "index_factory", DEFAULT_FACTORY) or DEFAULT_FACTORY
-        return cls(path, layout, factory, con, runtime)  # the connection serves a session that follows, else closes
+        with cat.guard(path):
+            text = cat.get_meta(con, "layout") or "[]"
+            factory = cat.get_meta(con, "index_factory", DEFAULT_FACTORY) or DEFAULT_FACTORY
+        try:
+            layout = Layout.from_json(text)
+            if not layout.blocks or layout.dim < 1:
+                raise ValueError("no embedders")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            con.close()
+            raise StoreDamagedError(
+                f"the store {path} records an unreadable embedder layout ({text[:60]!r}: {exc}); "
+                f"restore the store from a backup (`tagstore backup DEST` makes one)"
+            ) from None
+        return cls(path, layout, factory, con, runtime)  # the connection serves a session that follows, else closes  # the connection serves a session that follows, else closes
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Store]:
@@ -126,7 +162,8 @@ class Store:
         if self._sessions and not self._writing:
             if self._con is None:
                 self._con = cat.connect(self.path, read_only=True)
-            yield self._con
+            with cat.guard(self.path):
+                yield self._con
             return
         self.close()
         with cat.reading(self.path) as con:
@@ -152,7 +189,7 @@ class Store:
             yield self
             return
         self.close()
-        with cat.WriteLock(self.path):
+        with storage_errors(self.path), cat.WriteLock(self.path):
             self._writing = True
             try:
                 yield self
@@ -202,10 +239,16 @@ class Store:
             return track
         text = str(ref).strip()
         path = Path(text).expanduser()
-        if text and path.is_file():
+        try:
+            is_file, is_dir = bool(text) and path.is_file(), bool(text) and path.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+            raise InputError(f"{text[:60]!r}... is not a usable path ({exc}); give a track id or an audio file") from None
+        if is_file:
             return OutsideFile(str(path.absolute()))
-        if text and path.is_dir():
+        if is_dir:
             raise InputError(f"{text} is a folder; give a track id, a stored path or one audio file")
+        if text and path.exists():
+            raise InputError(f"{text} is not a regular file (a device or a pipe?); give a track id or an audio file")
         raise TrackNotFoundError(
             f"no track {text!r} in the store and no such file; give a catalogue id, a stored path "
             "or an audio file (see `tagstore tracks`)"
@@ -232,6 +275,8 @@ class Store:
                 return found
         if not text:
             return None
+        if len(text) > 4096 or "\x00" in text:
+            return None  # no stored path is that long or holds NUL
         candidates = [text, str(Path(text).expanduser().absolute()), os.path.realpath(os.path.expanduser(text))]
         for cand in dict.fromkeys(candidates):
             found = track_sql.by_path(con, cand)

@@ -137,6 +137,9 @@ ADDITIONS: tuple[str, ...] = (
         undone BOOLEAN NOT NULL DEFAULT false,
         PRIMARY KEY (run, track_id)
     )""",
+    # Work that follows a commit (rescore the new tracks, refit after a re-embed), recorded in the committing
+    # transaction and deleted when done, so a kill in between leaves it for the next writing command.
+    "CREATE TABLE IF NOT EXISTS pending_work (task VARCHAR PRIMARY KEY, since TIMESTAMP NOT NULL DEFAULT current_timestamp)",
 )
 """Idempotent DDL added since format 1 (``CREATE TABLE IF NOT EXISTS ...``, ``ALTER TABLE ... ADD COLUMN IF
 NOT EXISTS ...``), in order. A store whose recorded digest of these differs gets them applied by the next

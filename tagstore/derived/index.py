@@ -26,6 +26,7 @@ from tagstore.catalogue import records
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.records import IndexRecord, NewIndex
 from tagstore.errors import EmptyStoreError, IndexCorruptError, StoreBusyError, VectorIndexError
+from tagstore.fileio import ensure_dir, remove_stale_temps_in, storage_errors
 from tagstore.layout import normalise_blocks
 from tagstore.learning.stats import CatalogueStats
 from tagstore.store import Progress, Store
@@ -90,8 +91,14 @@ def _save_and_activate(
     t0: float, full: bool,
 ) -> IndexRecord:  # fmt: skip
     name = f"index-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.faiss"
-    store.index_file(name).parent.mkdir(exist_ok=True)
-    info = index.save(store.index_file(name))
+    remove_stale_temps_in(ensure_dir(store.path / cat.INDEX_DIR))  # recreated when deleted; a killed save's temp removed
+    try:
+        info = index.save(store.index_file(name))
+    except VectorIndexError as exc:  # a full disk, a file size limit: said as for every other file
+        if isinstance(exc.__cause__, OSError):
+            with storage_errors(store.index_file(name)):
+                raise exc.__cause__ from None
+        raise
     params = {"build_s": round(time.perf_counter() - t0, 3), "normalisation": "block-zscore-l2", "built_on": index.compute}
     if stats is None:
         params["normalisation"] = "block-l2"
@@ -149,6 +156,7 @@ def is_current(store: Store) -> bool:
 def sync(store: Store, progress: Progress | None = None) -> IndexRecord | None:
     """Bring the index in step with the catalogue after adds/removes. The caller holds the write lock."""
     t0 = time.perf_counter()
+    ensure_dir(store.path / cat.INDEX_DIR)
     with store.reader() as con:
         record = records.active_index(con)
         generation = cat.generation(con)
@@ -215,6 +223,8 @@ def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
         n = track_sql.embedding_count(con)
     if n == 0:
         raise EmptyStoreError(f"the store {store.path} has no tracks yet; add some with `tagstore add PATH`")
+    if (store.path / cat.INDEX_DIR).exists():
+        ensure_dir(store.path / cat.INDEX_DIR)  # a file in its place: say so (a missing folder is rebuilt below)
     held = _held(store, record, generation)
     if held is not None and record is not None:
         return held, record

@@ -20,7 +20,7 @@ import numpy as np
 from tagstore import catalogue as cat
 from tagstore.catalogue import records
 from tagstore.catalogue import tracks as track_sql
-from tagstore.fileio import atomic_write
+from tagstore.fileio import atomic_write, ensure_dir, remove_stale_temps_in
 from tagstore.store import Store
 
 
@@ -39,10 +39,10 @@ class Matrix:
         return np.asarray(self.vectors[self.order[at]], dtype=np.float32)
 
 
-def _write_npy(path: Path, array: np.ndarray) -> tuple[int, int]:
-    """Save atomically (:func:`tagstore.fileio.atomic_write`); returns the final (size, mtime_ns)."""
+def _write_npy(path: Path, array: np.ndarray) -> tuple[int, int, str]:
+    """Save atomically (:func:`tagstore.fileio.atomic_write`); returns the final (size, mtime_ns, digest)."""
     done = atomic_write(path, lambda sink: np.save(sink, array, allow_pickle=False))
-    return done.size, done.mtime_ns
+    return done.size, done.mtime_ns, done.digest
 
 
 def _valid(store: Store, rec: dict[str, Any] | None, generation: int) -> bool:
@@ -53,7 +53,7 @@ def _valid(store: Store, rec: dict[str, Any] | None, generation: int) -> bool:
             st = (store.cache_dir / rec[key]).stat()
         except OSError:
             return False
-        if [st.st_size, st.st_mtime_ns] != rec[f"{key}_stat"]:
+        if [st.st_size, st.st_mtime_ns] != list(rec[f"{key}_stat"])[:2]:  # (the digest is for `tagstore check`)
             return False
     return True
 
@@ -80,8 +80,16 @@ def matrix(store: Store, con: cat.Connection | None = None) -> Matrix:
                 old.unlink(missing_ok=True)
     rec = fresh or found
     assert rec is not None
-    ids = np.load(store.cache_dir / rec["ids"])
-    return Matrix(ids, np.load(store.cache_dir / rec["vectors"], mmap_mode="r"), np.argsort(ids, kind="stable"))
+    try:
+        ids = np.load(store.cache_dir / rec["ids"], allow_pickle=False)
+        vectors = np.load(store.cache_dir / rec["vectors"], mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # garbled with size and mtime kept: written again from the catalogue
+        if fresh is not None:
+            raise
+        for old in store.cache_dir.glob("*.npy"):
+            old.unlink(missing_ok=True)
+        return matrix(store, con)
+    return Matrix(ids, vectors, np.argsort(ids, kind="stable"))
 
 
 def current(store: Store, con: cat.Connection) -> Matrix | None:
@@ -103,8 +111,8 @@ def _check(store: Store, con: cat.Connection) -> tuple[dict[str, Any] | None, di
     parts = list(track_sql.iter_embeddings(con, store.layout.dim))
     ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     vecs = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, store.layout.dim), np.float32)
-    folder = store.cache_dir
-    folder.mkdir(exist_ok=True)
+    folder = ensure_dir(store.cache_dir)  # recreated when someone deleted it
+    remove_stale_temps_in(folder)  # a killed refresh's temp files
     stem = uuid.uuid4().hex[:12]
     fresh = {"generation": generation, "layout": store.layout.digest, "count": int(len(ids)),
              "ids": f"ids-{stem}.npy", "vectors": f"vectors-{stem}.npy"}  # fmt: skip

@@ -21,7 +21,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from tagstore import audio
 from tagstore.embedders import Embedder, create, parse_specs
-from tagstore.errors import EmptyAudioError, SilentAudioError, TagstoreError, TooShortAudioError
+from tagstore.errors import EmptyAudioError, NonFiniteAudioError, SilentAudioError, TagstoreError, TooShortAudioError
 from tagstore.layout import Block, Layout
 
 SILENCE_PEAK = 1e-4
@@ -30,6 +30,9 @@ DECODE_AHEAD = 4
 """Files each decoding worker may have decoded ahead of the embedder (memory: a few decoded files each)."""
 
 Item = TypeVar("Item")
+
+MAX_PEAK = 1e4
+"""A file with a sample beyond this (+80 dBFS: far out of range, not audio) is refused."""
 
 
 @dataclass
@@ -127,6 +130,18 @@ class _BlockRun:
         return pooled, tags
 
 
+def _check_samples(path: str | Path, x: np.ndarray, native: bool) -> None:
+    """NonFiniteAudioError for NaN / infinite samples (or ones far beyond full scale), before any embedder sees them."""
+    peak = float(np.max(np.abs(x)))
+    if np.isfinite(peak) and peak <= MAX_PEAK:
+        return
+    where = "" if native else " after resampling"
+    what = "NaN or infinite samples" if not np.isfinite(peak) else f"samples far beyond full scale (peak {peak:.3g})"
+    raise NonFiniteAudioError(
+        f"{audio.display_path(path)} holds {what}{where}; it is damaged or not audio: re-export it, or leave it out"
+    )
+
+
 class TrackEmbedder:
     """Embeds files with one or more embedders; the output follows :attr:`layout`."""
 
@@ -168,6 +183,9 @@ class TrackEmbedder:
         for chunks in audio.stream_multi(path, rates, chunk_s=self.chunk_s):
             first = chunks[rates[0]]
             total += first.shape[0]
+            for rate, part in chunks.items():
+                if part.size:
+                    _check_samples(path, part, rate == rates[0])
             if first.size:
                 peak = max(peak, float(np.max(np.abs(first))))
             for run in runs:
@@ -251,8 +269,13 @@ class TrackEmbedder:
         if samples.ndim != 1:
             raise ValueError(f"expected mono audio of shape (n,), got {samples.shape}")
         runs = [_BlockRun(e) for e in self.embedders]
+        if samples.size:
+            _check_samples(name, samples, True)
         for run in runs:
-            run.push(audio.resample(samples, sample_rate, run.embedder.sample_rate))
+            resampled = audio.resample(samples, sample_rate, run.embedder.sample_rate)
+            if resampled.size:
+                _check_samples(name, resampled, False)
+            run.push(resampled)
         peak = float(np.max(np.abs(samples))) if samples.size else 0.0
         return self._finish(name, runs, samples.shape[0] / sample_rate, peak)
 

@@ -184,6 +184,7 @@ def add_tag(
         if track_sql.embedding_count(con) == 0 and row is None:
             raise TagError(f"the store {store.path} is empty; add tracks with `tagstore add` before learning tags")
         new = resolve_examples(store, examples, 1, con) + resolve_examples(store, negatives, 0, con)
+        _refuse_both_labels(new)
         merged = merge(stored_examples(con, row.id) if row else [], new)
         choice = method or (row.method_choice if row and row.method_choice else DEFAULT_METHOD)
         done = refit(store, con, name, merged, choice, mat)
@@ -192,6 +193,17 @@ def add_tag(
         (summary,) = list_tags(store, con, names=[name])
     summary.fit_s = time.perf_counter() - t0
     return summary
+
+
+def _refuse_both_labels(examples: list[Example]) -> None:
+    labels: dict[Any, tuple[int, str]] = {}
+    for ex in examples:
+        key = ex.track_id if ex.track_id is not None else ex.content_hash
+        if key in labels and labels[key][0] != ex.label:
+            what = f"track {ex.track_id}" if ex.track_id is not None else ex.path
+            raise TagError(f"{what} is given both as a positive (--examples) and a negative (--negatives) example; "
+                           "give it once, with the label you mean")  # fmt: skip
+        labels[key] = (ex.label, ex.path)
 
 
 def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary:
