@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import common, evaluate, query, store_cmds, tags, tracks
+from tagstore.cli import common, evaluate, query, serve, store_cmds, tags, tracks
 
 
 class _Group(TyperGroup):
@@ -47,9 +47,11 @@ def _global(
         show_default=False,
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or log lines on stderr."),
+    no_server: bool = typer.Option(False, "--no-server", help="Open the store directly even when `tagstore serve` runs for it."),
 ) -> None:
     common.State.store = store
     common.State.quiet = quiet
+    common.State.no_server = no_server
     log = logging.getLogger("tagstore")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
@@ -62,6 +64,7 @@ tracks.register(app)
 query.register(app)
 tags.register(app)
 evaluate.register(app)
+serve.register(app)
 
 
 def _register_models() -> None:

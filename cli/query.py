@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
 import typer
@@ -24,14 +25,19 @@ def similar(
     """Tracks most similar to TRACK, by cosine similarity of their embeddings."""
     if (track is None) == (tag is None):
         raise typer.BadParameter("give a TRACK to search from, or --tag NAME (not both)")
-    from tagstore import api
+    data = common.via_server("GET", "/api/similar", {"track": None if track is None else common.local_ref(track),
+                             "tag": tag, "k": k, "with_tag": with_tag, "without_tag": without_tag})  # fmt: skip
+    if data is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        q, hits = api.similar(store, track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
+        with common.open_store() as store:
+            q, found = api.similar(store, track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
+        data = {"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in found]}
+    query, hits = data["query"], [SimpleNamespace(**h) for h in data["results"]]
     if json_out:
-        common.echo_json({"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in hits]})
+        common.echo_json(data)
     elif m3u:
-        entries = [(q.path, None, f"query: {q.text}")] if q.track_id is not None and q.path else []
+        entries = [(query["path"], None, f"query: {query['text']}")] if query["id"] is not None and query["path"] else []
         entries += [(h.path, h.duration_s, _label(h)) for h in hits]
         common.m3u(entries)
     else:

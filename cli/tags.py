@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
+from urllib.parse import quote
 
 import typer
 
@@ -15,6 +17,12 @@ METHOD_HELP = (
     "auto (ensemble below 10 positives, probe from 10: the evaluation's winners), probe (linear probe), "
     "prototype (nearest prototype) or ensemble (both); default: the tag's choice, else auto."
 )
+
+
+def _list_file(path: Path) -> list[str]:
+    from tagstore import api
+
+    return api.read_list_file(path)
 
 
 def add_tag(
@@ -28,14 +36,19 @@ def add_tag(
     json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
 ) -> None:
     """Learn a tag from a few examples (run again to add examples) and score every track."""
-    from tagstore import api
+    pos = list(examples) + (_list_file(examples_file) if examples_file else [])
+    neg = list(negatives) + (_list_file(negatives_file) if negatives_file else [])
+    body = {"examples": [common.local_ref(p) for p in pos], "negatives": [common.local_ref(n) for n in neg],
+            "method": method, "add_files": add}  # fmt: skip
+    data = common.via_server("POST", "/api/tags/" + quote(name, safe=""), body=body)
+    if data is None:
+        from tagstore import api
 
-    pos = list(examples) + (api.read_list_file(examples_file) if examples_file else [])
-    neg = list(negatives) + (api.read_list_file(negatives_file) if negatives_file else [])
-    with common.open_store() as store:
-        summary = api.add_tag(store, name, pos, neg, method=method, add_files=add)
+        with common.open_store() as store:
+            data = api.add_tag(store, name, pos, neg, method=method, add_files=add).to_dict()
+    summary = SimpleNamespace(**data)
     if json_out:
-        common.echo_json(summary.to_dict())
+        common.echo_json(data)
     else:
         ap = "n/a" if summary.cv_ap is None else f"{summary.cv_ap:.3f}"
         typer.echo(
@@ -51,10 +64,12 @@ def tag(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score tracks added since the tags were learned (incremental), or all with --all."""
-    from tagstore import api
+    result = common.via_server("POST", "/api/tag", body={"names": names or None, "all": all_tracks})
+    if result is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        result = api.tag(store, names or None, all_tracks=all_tracks)
+        with common.open_store() as store:
+            result = api.tag(store, names or None, all_tracks=all_tracks)
     if json_out:
         common.echo_json(result)
     else:
@@ -66,13 +81,16 @@ def tags(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List tags: kind, examples, method, threshold, predicted count, cross-validated AP."""
-    from tagstore import api
+    data = common.via_server("GET", "/api/tags", {"kind": kind})
+    if data is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        found = api.tags(store, kind=kind)
+        with common.open_store() as store:
+            data = [t.to_dict() for t in api.tags(store, kind=kind)]
     if json_out:
-        common.echo_json([t.to_dict() for t in found])
+        common.echo_json(data)
         return
+    found = [SimpleNamespace(**t) for t in data]
     common.table(
         [(t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap, f"{t.predicted}/{t.scored}") for t in found],
         ["tag", "kind", "method", "pos", "neg", "threshold", "cv AP", "predicted"],
@@ -90,13 +108,17 @@ def scores(
     m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist."),
 ) -> None:
     """Tracks by score for a tag, best first."""
-    from tagstore import api
+    data = common.via_server("GET", f"/api/tags/{quote(name, safe='')}/scores",
+                             {"top": top, "all": all_rows, "predicted": predicted, "no_examples": no_examples})  # fmt: skip
+    if data is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        rows = api.scores(store, name, top=None if all_rows else top, predicted_only=predicted,
-                          exclude_examples=no_examples)  # fmt: skip
+        with common.open_store() as store:
+            data = [r.to_dict() for r in api.scores(store, name, top=None if all_rows else top,
+                                                    predicted_only=predicted, exclude_examples=no_examples)]  # fmt: skip
+    rows = [SimpleNamespace(**r) for r in data]
     if json_out:
-        common.echo_json([r.to_dict() for r in rows])
+        common.echo_json(data)
     elif csv_out:
         writer = csv.writer(sys.stdout)
         writer.writerow(["rank", "id", "score", "predicted", "path"])

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hit", "Query", "Store", "Track",
-    "add", "add_tag", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
+    "add", "add_tag", "warm", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
     "remove_tag", "scores", "similar", "suggest", "tag", "tag_examples", "tags", "tracks", "failures",
     "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
     "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
@@ -117,6 +117,33 @@ def info(store: Store) -> dict[str, Any]:
     }
 
 
+def warm(store: Store) -> dict[str, Any]:
+    """Load into this handle what queries and tag fits need, so the first request does not pay for it:
+    the verified index, the built embedders and (unless another process is writing) a current vector
+    matrix. For a handle kept open, as the server's is; returns what was loaded and the seconds it took."""
+    import time
+
+    from tagstore.derived import matrix
+    from tagstore.errors import EmptyStoreError, StoreBusyError
+
+    t0 = time.perf_counter()
+    done: dict[str, Any] = {"index": None, "embedders": store.layout.spec, "matrix": False}
+    try:
+        done["index"] = derived_index.open_index(store)[1].version
+    except EmptyStoreError:
+        pass
+    store.embedder()
+    if done["index"] is not None:
+        try:
+            with store.write_lock():
+                matrix.matrix(store)
+            done["matrix"] = True
+        except StoreBusyError:
+            pass
+    done["seconds"] = round(time.perf_counter() - t0, 3)
+    return done
+
+
 def tracks(
     store: Store,
     match: str | None = None,
@@ -125,9 +152,11 @@ def tracks(
     genre: str | None = None,
     limit: int | None = None,
     ids: Sequence[int] | None = None,
+    offset: int = 0,
 ) -> list[Track]:
-    """Tracks by id, filtered by text (path, title, artist), artist, album, genre or a list of ids."""
-    return store.tracks(match=match, artist=artist, album=album, genre=genre, ids=ids, limit=limit)
+    """Tracks by id, filtered by text (path, title, artist), artist, album, genre or a list of ids
+    (``offset``: skip that many)."""
+    return store.tracks(match=match, artist=artist, album=album, genre=genre, ids=ids, limit=limit, offset=offset)
 
 
 def generation(store: Store) -> int:
