@@ -27,11 +27,18 @@ def similar(
         raise typer.BadParameter("give a TRACK to search from, or --tag NAME (not both)")
     data = common.via_server("GET", "/api/similar", {"track": None if track is None else common.local_ref(track),
                              "tag": tag, "k": k, "with_tag": with_tag, "without_tag": without_tag})  # fmt: skip
+    by_id = track is not None and track.strip().isascii() and track.strip().isdigit() and not (with_tag or without_tag)
+    if data is None and by_id and k >= 1:
+        from tagstore.derived import lookup  # no catalogue connection: the cost follows the answer
+
+        data = lookup.similar_by_id(common.store_path(), int(track.strip()), k, text=track)
     if data is None:
         from tagstore import api
 
         with common.open_store() as store:
             q, found = api.similar(store, track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
+            if by_id:
+                api.refresh_lookup(store)  # so that the next query by id skips the catalogue
         data = {"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in found]}
     query, hits = data["query"], [SimpleNamespace(**h) for h in data["results"]]
     if json_out:

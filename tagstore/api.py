@@ -14,8 +14,9 @@ functions, and a Python user calls them the same way::
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,13 +47,39 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hit", "Query", "Store", "Track",
-    "add", "add_tag", "warm", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
+    "add", "add_tag", "warm", "refresh_lookup", "explain", "info", "init", "open", "propagate", "rebuild", "remove", "remove_examples",
     "remove_tag", "scores", "similar", "suggest", "tag", "tag_examples", "tags", "tracks", "failures",
     "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
     "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
     "label", "undo_label", "teach_state", "learning_curve", "proposals", "set_threshold", "threshold_count",
     "score_histogram",
 ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _writing(store: Store) -> Iterator[Store]:
+    """The write lock for one command; after its last commit, the id lookup is brought in step and
+    stamped (:mod:`tagstore.derived.lookup`), so the next ``query similar ID`` can skip the catalogue."""
+    outermost = not store.writing
+    with store.write_lock():
+        yield store
+        if outermost:
+            from tagstore.derived import lookup
+
+            lookup.refresh(store)
+
+
+def refresh_lookup(store: Store) -> bool:
+    """Bring the id lookup in step with the catalogue (writes run this themselves); False, changing
+    nothing, when another process is writing."""
+    from tagstore.errors import StoreBusyError
+
+    try:
+        with _writing(store):
+            pass
+    except StoreBusyError:
+        return False
+    return True
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -135,7 +162,7 @@ def warm(store: Store) -> dict[str, Any]:
     store.embedder()
     if done["index"] is not None:
         try:
-            with store.write_lock():
+            with _writing(store):
                 matrix.matrix(store)
             done["matrix"] = True
         except StoreBusyError:
@@ -199,7 +226,7 @@ def add(
 
     if dry_run:
         return ingest.add(store, [Path(p) for p in paths], dry_run=True)
-    with store.write_lock():
+    with _writing(store):
         report = ingest.add(store, [Path(p) for p in paths], progress=progress, batch_tracks=batch_tracks,
                             batch_seconds=batch_seconds)  # fmt: skip
         if report.changed or not derived_index.is_current(store):
@@ -216,7 +243,7 @@ def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> li
 
     if dry_run:
         return ingest.remove(store, refs, dry_run=True)
-    with store.write_lock():
+    with _writing(store):
         removed = ingest.remove(store, refs)
         derived_index.sync(store)
     return removed
@@ -232,7 +259,7 @@ def rebuild(
 
     if embedders is not None and not re_embed:
         raise InputError("--embedders switches the store's embedders and needs --re-embed")
-    with store.write_lock():
+    with _writing(store):
         if not re_embed:
             return derived_index.rebuild(store, progress)
         ingest.re_embed(store, embedders, progress)
@@ -310,7 +337,7 @@ def add_tag(
     from tagstore.tags import fitting
 
     fitting.check_method(method)
-    with store.write_lock():
+    with _writing(store):
         if add_files:
             _add_outside(store, [*examples, *negatives], progress)
         return fitting.add_tag(store, name, examples, negatives, method=method)
@@ -338,7 +365,7 @@ def tag(store: Store, names: Sequence[str] | None = None, all_tracks: bool = Fal
     """Score tracks that lack a score for the learned tags (``all_tracks``: rescore every track)."""
     from tagstore.tags import fitting
 
-    with store.write_lock():
+    with _writing(store):
         return fitting.rescore(store, names, all_tracks=all_tracks)
 
 
@@ -376,7 +403,7 @@ def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary
     """Drop examples from a tag and refit it."""
     from tagstore.tags import fitting
 
-    with store.write_lock():
+    with _writing(store):
         return fitting.remove_examples(store, name, items)
 
 
@@ -384,7 +411,7 @@ def remove_tag(store: Store, name: str) -> None:
     """Delete a learned tag with its examples, scores and suggestions."""
     from tagstore.tags import fitting
 
-    with store.write_lock():
+    with _writing(store):
         fitting.remove_tag(store, name)
 
 
@@ -392,7 +419,7 @@ def propagate(store: Store, name: str, k: int = 10, limit: int | None = None) ->
     """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
     from tagstore.tags import assist
 
-    with store.write_lock():
+    with _writing(store):
         return assist.propagate(store, name, k=k, limit=limit)
 
 
