@@ -151,7 +151,7 @@ def warm(store: Store) -> dict[str, Any]:
     import time
 
     from tagstore.derived import matrix
-    from tagstore.errors import EmptyStoreError, StoreBusyError
+    from tagstore.errors import EmbedderError, EmptyStoreError, StoreBusyError
 
     t0 = time.perf_counter()
     done: dict[str, Any] = {"index": None, "embedders": store.layout.spec, "matrix": False}
@@ -159,7 +159,10 @@ def warm(store: Store) -> dict[str, Any]:
         done["index"] = derived_index.open_index(store)[1].version
     except EmptyStoreError:
         pass
-    store.embedder()
+    try:
+        store.embedder()
+    except EmbedderError as exc:  # queries by id and tags still work; embedding a file will say this again
+        done["embedders"] = f"not loaded: {exc}"
     if done["index"] is not None:
         try:
             with _writing(store):

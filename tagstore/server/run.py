@@ -75,6 +75,8 @@ def serve(store_path: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
         warmed = resident.start()
         app = create_app(store, resident)
         addr = write_address(store.path, host, sock.getsockname()[1])
+        if str(warmed.get("embedders", "")).startswith("not loaded"):
+            say(f"warning: embedders {warmed['embedders']}")
         say(f"serving {store.path} at {addr.url} (API docs: {addr.url}/docs); loaded in {warmed.get('seconds', 0)} s; "
             "Ctrl-C stops")  # fmt: skip
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))

@@ -1,0 +1,136 @@
+"""`query similar ID` from a cold process (the id lookup, no server) and through `tagstore serve`.
+
+    python benchmarks/bench_serve.py --sizes 100000 --dim 512 --clients 50 --seconds 30
+
+Per size: a synthetic store (seeded random vectors, as bench_store.py), Flat index; then
+- cold CLI: `tagstore query similar ID -k 10 --json` as a subprocess, process start to exit, 7 random
+  ids after one warm-up (the first query after the build also stamps the lookup);
+- the same through a running server (`tagstore serve --port 0` on 127.0.0.1);
+- server latency: 1 client sequentially, then ``--clients`` threads each with its own keep-alive HTTP
+  connection asking `/api/similar?track=ID&k=10` for ``--seconds`` (loopback only): p50 / p99 ms, queries/s.
+Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_store import synthetic_store  # noqa: E402
+
+from tagstore import api  # noqa: E402
+from tagstore.server import read_address  # noqa: E402
+
+
+def cli_times(store: Path, ids: list[int], *extra: str) -> list[float]:
+    exe = Path(sys.executable).with_name("tagstore")
+    env = {**os.environ, "TAGSTORE_STORE": str(store)}
+    times = []
+    for qid in ids:
+        t0 = time.perf_counter()
+        out = subprocess.run([str(exe), *extra, "query", "similar", str(qid), "-k", "10", "--json"],
+                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        times.append(time.perf_counter() - t0)
+        assert len(json.loads(out.stdout)["results"]) == 10
+    return times
+
+
+def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str, int]:
+    env = {**os.environ, "TAGSTORE_STORE": str(store)}
+    proc = subprocess.Popen([sys.executable, "-m", "tagstore.cli.main", "serve", "--port", "0"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while (addr := read_address(store)) is None or addr.pid != proc.pid:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("the server did not start")
+        time.sleep(0.1)
+    return proc, addr.connect_host, addr.port
+
+
+def load(host: str, port: int, n: int, clients: int, seconds: float) -> list[float]:
+    """Latencies (s) of every query answered by ``clients`` threads in ``seconds``."""
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        mine = []
+        while time.monotonic() < stop:
+            t0 = time.perf_counter()
+            conn.request("GET", f"/api/similar?track={int(rng.integers(1, n + 1))}&k=10")
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200, body[:200]
+            mine.append(time.perf_counter() - t0)
+        conn.close()
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100000")
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--workdir", default=None, help="folder for the stores (default: a temporary one)")
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            path = Path(tmp) / f"s{n}"
+            t0 = time.perf_counter()
+            store = synthetic_store(path, n, args.dim)
+            api.rebuild(store)
+            build = time.perf_counter() - t0
+            rng = np.random.default_rng(1)
+            ids = [int(i) for i in rng.integers(1, n + 1, 7)]
+            first = cli_times(path, [1])[0]  # the stamp from the rebuild holds: already the quick path
+            cold = cli_times(path, ids)
+            proc, host, port = start_server(path)
+            try:
+                via = cli_times(path, ids)
+                seq = load(host, port, n, 1, min(5.0, args.seconds))
+                par = load(host, port, n, args.clients, args.seconds)
+            finally:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=30)
+            rows.append((n, args.dim, build, first, statistics.median(cold), max(cold), statistics.median(via),
+                         pct(seq, 50), pct(par, 50), pct(par, 99), len(par) / args.seconds))  # fmt: skip
+            print(f"done {n}", file=sys.stderr, flush=True)
+    print("| tracks | dim | store + rebuild s | CLI cold first s | CLI cold median s | CLI cold max s | CLI via server median s "
+          f"| server 1 client p50 ms | {args.clients} clients p50 ms | p99 ms | queries/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]:,} | {r[1]} | {r[2]:.1f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.3f} | {r[6]:.3f} | {r[7]:.1f} | "
+              f"{r[8]:.0f} | {r[9]:.0f} | {r[10]:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
