@@ -4,7 +4,8 @@
 
 Per size: a synthetic store (seeded random vectors, as bench_store.py), Flat index; then
 - cold CLI: `tagstore query similar ID -k 10 --json` as a subprocess, process start to exit, 7 random
-  ids after one warm-up (the first query after the build also stamps the lookup);
+  ids after one warm-up, wall and CPU (user + sys) seconds: through the id lookup (no DuckDB), and with
+  the lookup switched off in the child process (every query opens the catalogue, as before it);
 - the same through a running server (`tagstore serve --port 0` on 127.0.0.1);
 - server latency: 1 client sequentially, then ``--clients`` threads each with its own keep-alive HTTP
   connection asking `/api/similar?track=ID&k=10` for ``--seconds`` (loopback only): p50 / p99 ms, queries/s.
@@ -14,9 +15,11 @@ Prints markdown tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -35,17 +38,34 @@ from tagstore import api  # noqa: E402
 from tagstore.server import read_address  # noqa: E402
 
 
-def cli_times(store: Path, ids: list[int], *extra: str) -> list[float]:
+CATALOGUE_PATH = (
+    "import sys\n"
+    "from tagstore import api\n"
+    "from tagstore.derived import lookup\n"
+    "lookup.similar_by_id = lambda *a, **kw: None  # as before the lookup: every query opens the catalogue\n"
+    "api.refresh_lookup = lambda store: False\n"
+    "from tagstore.cli.main import main\n"
+    "sys.argv[0] = 'tagstore'\n"
+    "main()\n"
+)
+
+
+def cli_times(store: Path, ids: list[int], catalogue: bool = False) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + sys) seconds of `tagstore query similar ID -k 10 --json`, process start to exit."""
     exe = Path(sys.executable).with_name("tagstore")
     env = {**os.environ, "TAGSTORE_STORE": str(store)}
-    times = []
+    walls, cpus = [], []
     for qid in ids:
+        argv = ["query", "similar", str(qid), "-k", "10", "--json"]
+        cmd = [sys.executable, "-c", CATALOGUE_PATH, *argv] if catalogue else [str(exe), *argv]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        out = subprocess.run([str(exe), *extra, "query", "similar", str(qid), "-k", "10", "--json"],
-                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
-        times.append(time.perf_counter() - t0)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        walls.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         assert len(json.loads(out.stdout)["results"]) == 10
-    return times
+    return walls, cpus
 
 
 def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str, int]:
@@ -99,37 +119,41 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--workdir", default=None, help="folder for the stores (default: a temporary one)")
+    ap.add_argument("--workdir", default=None, help="keep the stores in this folder and reuse them (default: a temporary one)")
     args = ap.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.workdir or stack.enter_context(tempfile.TemporaryDirectory())
         for n in [int(s) for s in args.sizes.split(",")]:
-            path = Path(tmp) / f"s{n}"
+            path = Path(tmp) / f"s{n}x{args.dim}"
             t0 = time.perf_counter()
-            store = synthetic_store(path, n, args.dim)
-            api.rebuild(store)
+            if not (path / "catalogue.duckdb").exists():
+                api.rebuild(synthetic_store(path, n, args.dim))
             build = time.perf_counter() - t0
             rng = np.random.default_rng(1)
             ids = [int(i) for i in rng.integers(1, n + 1, 7)]
-            first = cli_times(path, [1])[0]  # the stamp from the rebuild holds: already the quick path
-            cold = cli_times(path, ids)
+            cli_times(path, [1])  # warm the page cache
+            old_wall, old_cpu = cli_times(path, ids, catalogue=True)
+            cold_wall, cold_cpu = cli_times(path, ids)
             proc, host, port = start_server(path)
             try:
-                via = cli_times(path, ids)
+                via_wall, via_cpu = cli_times(path, ids)
                 seq = load(host, port, n, 1, min(5.0, args.seconds))
                 par = load(host, port, n, args.clients, args.seconds)
             finally:
                 proc.send_signal(signal.SIGINT)
-                proc.wait(timeout=30)
-            rows.append((n, args.dim, build, first, statistics.median(cold), max(cold), statistics.median(via),
-                         pct(seq, 50), pct(par, 50), pct(par, 99), len(par) / args.seconds))  # fmt: skip
+                proc.wait(timeout=60)
+            med = statistics.median
+            rows.append((n, args.dim, build, med(old_wall), med(old_cpu), med(cold_wall), max(cold_wall), med(cold_cpu),
+                         med(via_wall), med(via_cpu), pct(seq, 50), pct(par, 50), pct(par, 99), len(par) / args.seconds,
+                         os.getloadavg()[0]))  # fmt: skip
             print(f"done {n}", file=sys.stderr, flush=True)
-    print("| tracks | dim | store + rebuild s | CLI cold first s | CLI cold median s | CLI cold max s | CLI via server median s "
-          f"| server 1 client p50 ms | {args.clients} clients p50 ms | p99 ms | queries/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| tracks | dim | store + rebuild s | catalogue path: wall s / CPU s | id lookup: wall s (max) / CPU s "
+          f"| via server: wall s / CPU s | server 1 client p50 ms | {args.clients} clients p50 / p99 ms | queries/s | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]:,} | {r[1]} | {r[2]:.1f} | {r[3]:.3f} | {r[4]:.3f} | {r[5]:.3f} | {r[6]:.3f} | {r[7]:.1f} | "
-              f"{r[8]:.0f} | {r[9]:.0f} | {r[10]:.0f} |")
+        print(f"| {r[0]:,} | {r[1]} | {r[2]:.1f} | {r[3]:.3f} / {r[4]:.3f} | {r[5]:.3f} ({r[6]:.3f}) / {r[7]:.3f} | "
+              f"{r[8]:.3f} / {r[9]:.3f} | {r[10]:.1f} | {r[11]:.0f} / {r[12]:.0f} | {r[13]:.0f} | {r[14]:.1f} |")
 
 
 if __name__ == "__main__":

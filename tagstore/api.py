@@ -15,6 +15,7 @@ functions, and a Python user calls them the same way::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
@@ -66,7 +67,10 @@ def _writing(store: Store) -> Iterator[Store]:
         if outermost:
             from tagstore.derived import lookup
 
-            lookup.refresh(store)
+            try:
+                lookup.refresh(store)
+            except OSError as exc:  # derived and optional: the write itself is done and committed
+                logging.getLogger("tagstore").warning("could not write the id lookup in %s: %s", store.path, exc)
 
 
 def refresh_lookup(store: Store) -> bool:
