@@ -24,7 +24,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from tagstore.catalogue import records
 from tagstore.catalogue import tracks as track_sql
 from tagstore.errors import IndexCorruptError, VectorIndexError
 from tagstore.fileio import atomic_write
+
+if TYPE_CHECKING:  # the query path does not need the store handle's module
+    from tagstore.store import Store
 
 __all__ = ["LOOKUP_DIR", "STAMP_FILE", "catalogue_state", "refresh", "similar_by_id"]
 
@@ -78,23 +81,23 @@ def _write_files(folder: Path, con: cat.Connection, generation: int) -> dict[str
     rec: dict[str, Any] = {"generation": generation, "count": len(ids), "ids": f"ids-{stem}.npy",
                            "offsets": f"offsets-{stem}.npy", "meta": f"meta-{stem}.bin"}  # fmt: skip
     id_array = np.asarray(ids, dtype=np.int64)
-    for key, content in (("ids", lambda sink: np.save(sink, id_array, allow_pickle=False)),
-                         ("offsets", lambda sink: np.save(sink, offsets, allow_pickle=False)),
-                         ("meta", b"".join(parts))):  # fmt: skip
-        done = atomic_write(folder / rec[key], content)
+    for key, array in (("ids", id_array), ("offsets", offsets)):
+        done = atomic_write(folder / rec[key], lambda sink, a=array: np.save(sink, a, allow_pickle=False))
         rec[f"{key}_stat"] = [done.size, done.mtime_ns]
+    done = atomic_write(folder / rec["meta"], b"".join(parts))
+    rec["meta_stat"] = [done.size, done.mtime_ns]
     return rec
 
 
-def refresh(store: Any) -> dict[str, Any]:
+def refresh(store: Store) -> dict[str, Any]:
     """Bring the lookup files in step with the catalogue and stamp them; returns the stamp.
 
     The caller holds the write lock, and calls this after its last commit (a later commit makes the
-    stamp stale, which is safe). ``store`` is a :class:`tagstore.store.Store`.
+    stamp stale, which is safe).
     """
     folder = store.path / LOOKUP_DIR
     folder.mkdir(exist_ok=True)
-    with cat.reading(store.path) as con:
+    with store.reader() as con:
         generation = cat.generation(con)
         rec = records.lookup_record(con)
         fresh = None
@@ -108,7 +111,7 @@ def refresh(store: Any) -> dict[str, Any]:
         for old in folder.iterdir():
             if old.name not in keep and not old.name.startswith("."):
                 old.unlink(missing_ok=True)
-    with cat.reading(store.path) as con:  # read what is now recorded, then the stat that goes with it
+    with store.reader() as con:  # read what is now recorded, then the stat that goes with it
         index = records.active_index(con)
         generation = cat.generation(con)
         rec = records.lookup_record(con)

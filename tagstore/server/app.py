@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from tagstore import __version__, api, errors
 from tagstore.catalogue import LOCK_FILE
+from tagstore.fileio import atomic_write
 from tagstore.server.client import STORE_HEADER
 from tagstore.store import Store
 
@@ -282,6 +283,5 @@ def _uploaded(file: UploadFile) -> Iterator[str]:
     suffix = Path(file.filename or "").suffix[:16]
     with tempfile.TemporaryDirectory(prefix="tagstore-upload-") as tmp:
         path = Path(tmp) / f"upload{suffix}"
-        with path.open("wb") as out:
-            shutil.copyfileobj(file.file, out)
+        atomic_write(path, lambda sink: shutil.copyfileobj(file.file, sink))
         yield str(path)
