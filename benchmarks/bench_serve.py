@@ -7,7 +7,8 @@ Per size: a synthetic store (seeded random vectors, as bench_store.py), Flat ind
   ids after one warm-up, wall and CPU (user + sys) seconds: through the id lookup (no DuckDB), and with
   the lookup switched off in the child process (every query opens the catalogue, as before it);
 - the same through a running server (`tagstore serve --port 0` on 127.0.0.1);
-- server latency: 1 client sequentially, then ``--clients`` threads each with its own keep-alive HTTP
+- server latency (keep-alive HTTP, answered requests only; those not answered in 60 s are counted):
+  1 client sequentially, then ``--clients`` threads each with its own keep-alive HTTP
   connection asking `/api/similar?track=ID&k=10` for ``--seconds`` (loopback only): p50 / p99 ms, queries/s.
 Prints markdown tables.
 """
@@ -80,33 +81,40 @@ def start_server(store: Path) -> tuple[subprocess.Popen[bytes], str, int]:
     return proc, addr.connect_host, addr.port
 
 
-def load(host: str, port: int, n: int, clients: int, seconds: float) -> list[float]:
-    """Latencies (s) of every query answered by ``clients`` threads in ``seconds``."""
+def load(host: str, port: int, n: int, clients: int, seconds: float, timeout_s: float = 60.0) -> tuple[list[float], int]:
+    """Latencies (s) of every query answered by ``clients`` threads in ``seconds``, and how many requests
+    were not answered within ``timeout_s`` (counted, not in the latencies; that client stops)."""
     lat: list[float] = []
+    failed = [0]
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
     def worker(seed: int) -> None:
         rng = np.random.default_rng(seed)
-        conn = http.client.HTTPConnection(host, port, timeout=60)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
         mine = []
-        while time.monotonic() < stop:
-            t0 = time.perf_counter()
-            conn.request("GET", f"/api/similar?track={int(rng.integers(1, n + 1))}&k=10")
-            resp = conn.getresponse()
-            body = resp.read()
-            assert resp.status == 200, body[:200]
-            mine.append(time.perf_counter() - t0)
-        conn.close()
-        with lock:
-            lat.extend(mine)
+        try:
+            while time.monotonic() < stop:
+                t0 = time.perf_counter()
+                conn.request("GET", f"/api/similar?track={int(rng.integers(1, n + 1))}&k=10")
+                resp = conn.getresponse()
+                body = resp.read()
+                assert resp.status == 200, body[:200]
+                mine.append(time.perf_counter() - t0)
+        except (OSError, http.client.HTTPException):
+            with lock:
+                failed[0] += 1
+        finally:
+            conn.close()
+            with lock:
+                lat.extend(mine)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return lat
+    return lat, failed[0]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -138,22 +146,23 @@ def main() -> None:
             proc, host, port = start_server(path)
             try:
                 via_wall, via_cpu = cli_times(path, ids)
-                seq = load(host, port, n, 1, min(5.0, args.seconds))
-                par = load(host, port, n, args.clients, args.seconds)
+                seq, _ = load(host, port, n, 1, min(5.0, args.seconds))
+                par, unanswered = load(host, port, n, args.clients, args.seconds)
             finally:
                 proc.send_signal(signal.SIGINT)
                 proc.wait(timeout=60)
             med = statistics.median
             rows.append((n, args.dim, build, med(old_wall), med(old_cpu), med(cold_wall), max(cold_wall), med(cold_cpu),
                          med(via_wall), med(via_cpu), pct(seq, 50), pct(par, 50), pct(par, 99), len(par) / args.seconds,
-                         os.getloadavg()[0]))  # fmt: skip
+                         os.getloadavg()[0], unanswered))  # fmt: skip
             print(f"done {n}", file=sys.stderr, flush=True)
     print("| tracks | dim | store + rebuild s | catalogue path: wall s / CPU s | id lookup: wall s (max) / CPU s "
-          f"| via server: wall s / CPU s | server 1 client p50 ms | {args.clients} clients p50 / p99 ms | queries/s | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"| via server: wall s / CPU s | server 1 client p50 ms | {args.clients} clients p50 / p99 ms | queries/s "
+          "| unanswered in 60 s | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]:,} | {r[1]} | {r[2]:.1f} | {r[3]:.3f} / {r[4]:.3f} | {r[5]:.3f} ({r[6]:.3f}) / {r[7]:.3f} | "
-              f"{r[8]:.3f} / {r[9]:.3f} | {r[10]:.1f} | {r[11]:.0f} / {r[12]:.0f} | {r[13]:.0f} | {r[14]:.1f} |")
+              f"{r[8]:.3f} / {r[9]:.3f} | {r[10]:.1f} | {r[11]:.0f} / {r[12]:.0f} | {r[13]:.1f} | {r[15]} | {r[14]:.1f} |")
 
 
 if __name__ == "__main__":
