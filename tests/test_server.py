@@ -212,3 +212,12 @@ def test_help_and_serve_help_do_not_import_fastapi(tmp_path: Path) -> None:
     for args in (["--help"], ["serve", "--help"]):
         out, loaded = _cli(tmp_path, *args)
         assert out.returncode == 0 and not loaded & {"fastapi", "duckdb", "torch", "faiss"}, (args, loaded)
+
+
+def test_the_page_is_mounted_and_its_routes_are_not_shadowed(client: TestClient) -> None:
+    pytest.importorskip("tagstore.server.web", reason="the web page is not installed")
+    assert client.get("/").status_code == 200
+    assert client.app.state.store_lock is client.app.state.resident.lock  # one lock for both sets of routes
+    undo = client.post("/api/tags/nosuch/undo")  # the page's route, not add-tag of a tag named "nosuch/undo"
+    assert undo.status_code == 404 and "no tag 'nosuch'" in undo.json()["error"]
+    assert client.get("/api/tags").json() == []

@@ -173,6 +173,7 @@ def create_app(store: Store, resident: Resident | None = None) -> FastAPI:
     app = FastAPI(title="tagstore", version=__version__, default_response_class=JSON,
                   description=f"The library's API (tagstore.api) over the store {store.path}.")  # fmt: skip
     app.state.resident = res
+    app.state.store_lock = res.lock  # the web page's routes share the one-at-a-time rule (and the connection)
     if resident is None:
         res.start()
         app.router.on_shutdown.append(res.stop)
@@ -251,6 +252,20 @@ def create_app(store: Store, resident: Resident | None = None) -> FastAPI:
         """A learned tag's examples: label, stored track id or outside path."""
         return res.call(api.tag_examples, name)
 
+    @app.post("/api/tag")
+    def tag(body: TagBody) -> Any:
+        """Score tracks that lack a score for the learned tags (``all``: rescore every track; write lock)."""
+        return res.call(api.tag, body.names, all_tracks=body.all)
+
+    try:
+        from tagstore.server import web
+    except ImportError:
+        web = None
+    if web:
+        web.mount(app, store)
+
+    # Last: a tag name may hold "/", so these match any path under /api/tags/ and must not shadow the
+    # page's own routes there (POST /api/tags/{name}/label, .../undo).
     @app.post("/api/tags/{name:path}")
     def add_tag(name: str, body: AddTagBody) -> Any:
         """Create or extend a learned tag from examples and score every track (takes the write lock)."""
@@ -263,17 +278,6 @@ def create_app(store: Store, resident: Resident | None = None) -> FastAPI:
         res.call(api.remove_tag, name)
         return {"removed": name}
 
-    @app.post("/api/tag")
-    def tag(body: TagBody) -> Any:
-        """Score tracks that lack a score for the learned tags (``all``: rescore every track; write lock)."""
-        return res.call(api.tag, body.names, all_tracks=body.all)
-
-    try:
-        from tagstore.server import web
-    except ImportError:
-        web = None
-    if web:
-        web.mount(app, store)
     return app
 
 
