@@ -124,7 +124,7 @@ class Resident:
     def _watch(self) -> None:
         while not self._stop.wait(WATCH_S):
             foreign = foreign_writer(self.store.path)
-            if foreign != self.stepped_aside:
+            if foreign or self.stepped_aside:  # while a writer works, close what any route (the page's too) opened
                 with self.lock:
                     self.stepped_aside = foreign
                     if foreign:
