@@ -24,6 +24,7 @@ class State:
 
     store: Path | None = None
     quiet: bool = False
+    no_server: bool = False
 
 
 def settings() -> config.Settings:
@@ -58,6 +59,33 @@ def open_store() -> Iterator[Any]:
             yield store
     finally:
         store.close()
+
+
+def via_server(method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any | None:
+    """The answer of the store's running server (``tagstore serve``), or None when there is none to use
+    (``--no-server``, no server recorded, its process or port gone, another store): the caller then
+    opens the store itself. Errors the server reports for the request are raised as the library's."""
+    if State.no_server:
+        return None
+    from tagstore.server import client
+
+    found = client.connect(store_path())
+    if found is None:
+        return None
+    try:
+        return found.request(method, path, params, body)
+    except client.ServerGone:
+        return None
+
+
+def local_ref(ref: str) -> str:
+    """A track reference as the server must see it: a file that exists here becomes its absolute path
+    (the server's working folder is not this one); ids and stored paths pass unchanged."""
+    text = ref.strip()
+    if text.isascii() and text.isdigit():
+        return ref
+    path = Path(text).expanduser()
+    return str(path.absolute()) if path.exists() else ref
 
 
 def echo_json(data: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from tagstore.cli import bulk, common, config_cmd, evaluate, exchange, files, maintenance, query, store_cmds, tags, tracks
+from tagstore.cli import bulk, common, config_cmd, evaluate, exchange, files, maintenance, query, serve, store_cmds, tags, tracks
 
 
 try:
@@ -70,9 +70,11 @@ def _global(
         callback=lambda ctx, value: _completion(ctx, value, install=True),
         help="Install completion for SHELL (bash, zsh, fish, powershell) in its startup file and exit.",
     ),
+    no_server: bool = typer.Option(False, "--no-server", help="Open the store directly even when `tagstore serve` runs for it."),
 ) -> None:
     common.State.store = store
     common.State.quiet = quiet
+    common.State.no_server = no_server
     log = logging.getLogger("tagstore")
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
@@ -113,6 +115,7 @@ files.register(app)
 exchange.register(app)
 config_cmd.register(app)
 maintenance.register(app)
+serve.register(app)
 
 
 def _register_models() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Optional
 
 import typer
@@ -28,20 +29,29 @@ def similar(
     fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out, m3u=m3u)
     if (track is None) == (tag is None):
         raise typer.BadParameter("give a TRACK to search from, or --tag NAME (not both)")
-    from tagstore import api
+    data = common.via_server("GET", "/api/similar", {"track": None if track is None else common.local_ref(track),
+                             "tag": tag, "k": k, "with_tag": with_tag, "without_tag": without_tag})  # fmt: skip
+    by_id = track is not None and track.strip().isascii() and track.strip().isdigit() and not (with_tag or without_tag)
+    if data is None and by_id and k >= 1:
+        from tagstore.derived import lookup  # no catalogue connection: the cost follows the answer
 
-    with common.open_store() as store:
-        q, hits = api.similar(store, track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
-        q_track = store.find(q.track_id) if fmt == "m3u" and q.track_id is not None else None
+        data = lookup.similar_by_id(common.store_path(), int(track.strip()), k, text=track)
+    if data is None:
+        from tagstore import api
+
+        with common.open_store() as store:
+            q, found = api.similar(store, track, k=k, tag=tag, with_tags=with_tag, without_tags=without_tag)
+            if by_id:
+                api.refresh_lookup(store)  # so that the next query by id skips the catalogue
+        data = {"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in found]}
+    query, hits = data["query"], [SimpleNamespace(**h) for h in data["results"]]
     if fmt == "m3u":
-        entries = [(q.path, q_track.duration_s, q_track.artist, q_track.title)] if q_track is not None else []
+        entries = [(query["path"], None, None, None)] if query["id"] is not None and query["path"] else []
         common.m3u(entries + [(h.path, h.duration_s, h.artist, h.title) for h in hits])
         return
-    rows = [h.to_dict() for h in hits]
-    common.emit(rows, fmt, HIT_COLUMNS,
+    common.emit(data["results"], fmt, HIT_COLUMNS,
                 [(h.rank, h.id, h.score, h.artist, common.title_of(h.title, h.path), h.path) for h in hits],
-                ["#", "id", "score", "artist", "title", "path"],
-                json_data={"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": rows})  # fmt: skip
+                ["#", "id", "score", "artist", "title", "path"], json_data=data)  # fmt: skip
 
 
 HIT_COLUMNS = ["rank", "id", "path", "title", "artist", "album", "duration_s", "score"]

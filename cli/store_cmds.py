@@ -34,10 +34,12 @@ def init(
 
 def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Store path, embedder layout, counts, index type, size and version."""
-    from tagstore import api
+    data = common.via_server("GET", "/api/info")
+    if data is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        data = api.info(store)
+        with common.open_store() as store:
+            data = api.info(store)
     if json_out:
         common.echo_json(data)
         return

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
+from urllib.parse import quote
 
 import typer
 
@@ -13,6 +15,12 @@ METHOD_HELP = (
     "auto (ensemble below 10 positives, probe from 10: the evaluation's winners), probe (linear probe), "
     "prototype (nearest prototype) or ensemble (both); default: the tag's choice, else auto."
 )
+
+
+def _list_file(path: Path) -> list[str]:
+    from tagstore import api
+
+    return api.read_list_file(path)
 
 
 def add_tag(
@@ -26,14 +34,19 @@ def add_tag(
     json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
 ) -> None:
     """Learn a tag from a few examples (run again to add examples) and score every track."""
-    from tagstore import api
+    pos = list(examples) + (_list_file(examples_file) if examples_file else [])
+    neg = list(negatives) + (_list_file(negatives_file) if negatives_file else [])
+    body = {"examples": [common.local_ref(p) for p in pos], "negatives": [common.local_ref(n) for n in neg],
+            "method": method, "add_files": add}  # fmt: skip
+    data = common.via_server("POST", "/api/tags/" + quote(name, safe=""), body=body)
+    if data is None:
+        from tagstore import api
 
-    pos = list(examples) + (api.read_list_file(examples_file) if examples_file else [])
-    neg = list(negatives) + (api.read_list_file(negatives_file) if negatives_file else [])
-    with common.open_store() as store:
-        summary = api.add_tag(store, name, pos, neg, method=method, add_files=add)
+        with common.open_store() as store:
+            data = api.add_tag(store, name, pos, neg, method=method, add_files=add).to_dict()
+    summary = SimpleNamespace(**data)
     if json_out:
-        common.echo_json(summary.to_dict())
+        common.echo_json(data)
     else:
         ap = "n/a" if summary.cv_ap is None else f"{summary.cv_ap:.3f}"
         typer.echo(
@@ -49,10 +62,12 @@ def tag(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score tracks added since the tags were learned (incremental), or all with --all."""
-    from tagstore import api
+    result = common.via_server("POST", "/api/tag", body={"names": names or None, "all": all_tracks})
+    if result is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        result = api.tag(store, names or None, all_tracks=all_tracks)
+        with common.open_store() as store:
+            result = api.tag(store, names or None, all_tracks=all_tracks)
     if json_out:
         common.echo_json(result)
     else:
@@ -72,15 +87,17 @@ def tags(
     tsv_out: bool = common.TSV,
 ) -> None:
     """List tags: kind, examples, method, threshold, predicted count, cross-validated AP."""
-    from tagstore import api
-
     fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
     if kind is not None and kind not in KINDS:
         raise typer.BadParameter(f"--kind {kind!r} is not a kind of tag; choose learned or model")
-    with common.open_store() as store:
-        found = api.tags(store, kind=kind)
-    rows = [{c: t.to_dict()[c] for c in TAG_COLUMNS} for t in found]
-    common.emit(rows, fmt, TAG_COLUMNS,
+    data = common.via_server("GET", "/api/tags", {"kind": kind})
+    if data is None:
+        from tagstore import api
+
+        with common.open_store() as store:
+            data = [t.to_dict() for t in api.tags(store, kind=kind)]
+    found = [SimpleNamespace(**t) for t in data]
+    common.emit([{c: t[c] for c in TAG_COLUMNS} for t in data], fmt, TAG_COLUMNS,
                 [(t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap, f"{t.predicted}/{t.scored}") for t in found],
                 ["tag", "kind", "method", "pos", "neg", "threshold", "cv AP", "predicted"])  # fmt: skip
 
@@ -98,16 +115,20 @@ def scores(
     m3u: bool = common.M3U,
 ) -> None:
     """Tracks by score for a tag, best first."""
-    from tagstore import api
-
     fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out, m3u=m3u)
-    with common.open_store() as store:
-        rows = api.scores(store, name, top=None if all_rows else top, predicted_only=predicted,
-                          exclude_examples=no_examples)  # fmt: skip
+    data = common.via_server("GET", f"/api/tags/{quote(name, safe='')}/scores",
+                             {"top": top, "all": all_rows, "predicted": predicted, "no_examples": no_examples})  # fmt: skip
+    if data is None:
+        from tagstore import api
+
+        with common.open_store() as store:
+            data = [r.to_dict() for r in api.scores(store, name, top=None if all_rows else top,
+                                                    predicted_only=predicted, exclude_examples=no_examples)]  # fmt: skip
+    rows = [SimpleNamespace(**r) for r in data]
     if fmt == "m3u":
         common.m3u((r.path, r.duration_s, r.artist, r.title) for r in rows)
         return
-    common.emit([r.to_dict() for r in rows], fmt, SCORE_COLUMNS,
+    common.emit(data, fmt, SCORE_COLUMNS,
                 [(r.rank, r.id, r.score, "yes" if r.predicted else "", r.artist, common.title_of(r.title, r.path), r.path)
                  for r in rows], ["#", "id", "score", "tagged", "artist", "title", "path"])  # fmt: skip
 

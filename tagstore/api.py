@@ -15,6 +15,7 @@ functions, and a Python user calls them the same way::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,8 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hit", "Query", "Store", "Track",
-    "add", "add_tag", "explain", "export_embeddings", "import_embeddings", "info", "init", "open", "propagate",
-    "rebuild", "remove", "remove_examples",
+    "add", "add_tag", "warm", "refresh_lookup", "explain", "export_embeddings", "import_embeddings", "info", "init",
+    "open", "propagate", "rebuild", "remove", "remove_examples",
     "remove_tag", "scores", "similar", "suggest", "tag", "tag_examples", "tags", "tracks", "failures",
     "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
     "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
@@ -67,15 +68,26 @@ __all__ = [
 ]  # fmt: skip
 
 
-# --- writing: the lock, and the work a killed command left pending -------------------------------
+# --- writing: the lock, the work a killed command left pending, the id lookup ------------------------
 
 
 @contextlib.contextmanager
 def _writing(store: Store) -> Iterator[Store]:
-    """Hold the write lock; first complete any post-commit work a killed command left behind."""
+    """The write lock for one command: first complete any post-commit work a killed command left behind;
+    after its last commit, bring the id lookup in step and stamp it (:mod:`tagstore.derived.lookup`), so the
+    next ``query similar ID`` can skip the catalogue."""
+    outermost = not store.writing
     with store.write_lock():
-        complete_pending(store)
+        if outermost:
+            complete_pending(store)
         yield store
+        if outermost:
+            from tagstore.derived import lookup
+
+            try:
+                lookup.refresh(store)
+            except OSError as exc:  # derived and optional: the write itself is done and committed
+                logging.getLogger("tagstore").warning("could not write the id lookup in %s: %s", store.path, exc)
 
 
 def complete_pending(store: Store) -> list[str]:
@@ -94,6 +106,19 @@ def complete_pending(store: Store) -> list[str]:
         for task in tasks:
             pending.clear(con, task)
     return tasks
+
+
+def refresh_lookup(store: Store) -> bool:
+    """Bring the id lookup in step with the catalogue (writes run this themselves); False, changing
+    nothing, when another process is writing."""
+    from tagstore.errors import StoreBusyError
+
+    try:
+        with _writing(store):
+            pass
+    except StoreBusyError:
+        return False
+    return True
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -172,6 +197,36 @@ def _compute(store: Store, record: IndexRecord | None) -> dict[str, Any]:
     return {"search_device": asked, "search": search, "index_built_on": built}
 
 
+def warm(store: Store) -> dict[str, Any]:
+    """Load into this handle what queries and tag fits need, so the first request does not pay for it:
+    the verified index, the built embedders and (unless another process is writing) a current vector
+    matrix. For a handle kept open, as the server's is; returns what was loaded and the seconds it took."""
+    import time
+
+    from tagstore.derived import matrix
+    from tagstore.errors import EmbedderError, EmptyStoreError, StoreBusyError
+
+    t0 = time.perf_counter()
+    done: dict[str, Any] = {"index": None, "embedders": store.layout.spec, "matrix": False}
+    try:
+        done["index"] = derived_index.open_index(store)[1].version
+    except EmptyStoreError:
+        pass
+    try:
+        store.embedder()
+    except EmbedderError as exc:  # queries by id and tags still work; embedding a file will say this again
+        done["embedders"] = f"not loaded: {exc}"
+    if done["index"] is not None:
+        try:
+            with _writing(store):
+                matrix.matrix(store)
+            done["matrix"] = True
+        except StoreBusyError:
+            pass
+    done["seconds"] = round(time.perf_counter() - t0, 3)
+    return done
+
+
 def tracks(
     store: Store,
     match: str | None = None,
@@ -180,10 +235,12 @@ def tracks(
     genre: str | None = None,
     limit: int | None = None,
     ids: Sequence[int] | None = None,
+    offset: int = 0,
 ) -> list[Track]:
-    """Tracks by id, filtered by text (path, title, artist), artist, album, genre or a list of ids."""
+    """Tracks by id, filtered by text (path, title, artist), artist, album, genre or a list of ids
+    (``offset``: skip that many)."""
     limit = values.optional_count(limit, "--limit")
-    return store.tracks(match=match, artist=artist, album=album, genre=genre, ids=ids, limit=limit)
+    return store.tracks(match=match, artist=artist, album=album, genre=genre, ids=ids, limit=limit, offset=offset)
 
 
 def generation(store: Store) -> int:

@@ -160,6 +160,16 @@ def text_search(
     return con.execute(sql, params).fetchall()
 
 
+def iter_summaries(con: Connection, chunk: int = 65536) -> Iterator[list[tuple[Any, ...]]]:
+    """``(id, path, title, artist, album, duration_s)`` of every track with an embedding, by id, ``chunk`` rows at a time."""
+    cur = con.execute(
+        "SELECT t.id, t.path, t.title, t.artist, t.album, t.duration_s FROM tracks t "
+        "JOIN embeddings e ON e.track_id = t.id ORDER BY t.id"
+    )
+    while rows := cur.fetchmany(chunk):
+        yield rows
+
+
 def paths(con: Connection, ids: Sequence[int]) -> dict[int, str]:
     """id → path for the given ids that exist."""
     return {i: row[0] for i, row in summary_rows(con, ids).items()}
