@@ -85,7 +85,10 @@ def local_ref(ref: str) -> str:
     if text.isascii() and text.isdigit():
         return ref
     path = Path(text).expanduser()
-    return str(path.absolute()) if path.exists() else ref
+    try:
+        return str(path.absolute()) if path.exists() else ref
+    except (OSError, ValueError):  # a name too long, a NUL: not a file here; the store says what it is
+        return ref
 
 
 def echo_json(data: Any) -> None:

@@ -29,6 +29,9 @@ def similar(
     fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out, m3u=m3u)
     if (track is None) == (tag is None):
         raise typer.BadParameter("give a TRACK to search from, or --tag NAME (not both)")
+    from tagstore import values
+
+    k = values.count(k, "-k")  # before any path: the server, the id lookup and the catalogue all get a sane k
     data = common.via_server("GET", "/api/similar", {"track": None if track is None else common.local_ref(track),
                              "tag": tag, "k": k, "with_tag": with_tag, "without_tag": without_tag})  # fmt: skip
     by_id = track is not None and track.strip().isascii() and track.strip().isdigit() and not (with_tag or without_tag)
@@ -46,7 +49,12 @@ def similar(
         data = {"query": {"text": q.text, "id": q.track_id, "path": q.path}, "results": [h.to_dict() for h in found]}
     query, hits = data["query"], [SimpleNamespace(**h) for h in data["results"]]
     if fmt == "m3u":
-        entries = [(query["path"], None, None, None)] if query["id"] is not None and query["path"] else []
+        entries = []
+        if query["id"] is not None:  # the query track first, titled like the rest (a playlist is worth a lookup)
+            with common.open_store() as store:
+                q_track = store.find(query["id"])
+            if q_track is not None:
+                entries.append((q_track.path, q_track.duration_s, q_track.artist, q_track.title))
         common.m3u(entries + [(h.path, h.duration_s, h.artist, h.title) for h in hits])
         return
     common.emit(data["results"], fmt, HIT_COLUMNS,

@@ -291,10 +291,10 @@ def add(
 
     batch_tracks = values.count(batch_tracks, "--batch-size")
     if dry_run:
-        return ingest.add(store, [Path(p) for p in paths], dry_run=True)
+        return ingest.add(store, list(paths), dry_run=True)
     with _writing(store):
         if ray is None:
-            report = ingest.add(store, [Path(p) for p in paths], progress=progress, batch_tracks=batch_tracks,
+            report = ingest.add(store, list(paths), progress=progress, batch_tracks=batch_tracks,
                                 batch_seconds=batch_seconds, decode_workers=decode_workers)  # fmt: skip
         else:
             t0 = time.perf_counter()

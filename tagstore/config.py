@@ -144,6 +144,8 @@ def _typed(key: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: key {key!r} must be {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
     if kind is int and (isinstance(value, float) or out < 1):
         raise ConfigError(f"{where}: key {key!r} must be a whole number of at least 1, got {value!r}")
+    if key == "threads":
+        out = parse_threads(out, f"{where}: key 'threads'")  # also at most MAX_THREADS
     if key in CHOICES and out not in CHOICES[key]:
         raise ConfigError(f"{where}: key {key!r} must be one of {', '.join(CHOICES[key])}, got {value!r}")
     return out

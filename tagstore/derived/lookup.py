@@ -157,6 +157,7 @@ def similar_by_id(store: Path, track_id: int, k: int = 10, text: str | None = No
         if not _exact(index):
             return None
         vec = index.reconstruct(track_id)[None, :]
+        k = min(k, max(int(index.ntotal) - 1, 1))  # never more results than other tracks (memory follows k)
         scores, found = index.search(vec, k, exclude_ids=np.asarray([track_id], dtype=np.int64))
     except (IndexCorruptError, VectorIndexError, KeyError):
         return None
