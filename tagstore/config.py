@@ -147,7 +147,7 @@ def _typed(key: str, value: Any, where: str) -> Any:
     if key == "threads":
         out = parse_threads(out, f"{where}: key 'threads'")  # also at most MAX_THREADS
     if key in CHOICES and out not in CHOICES[key]:
-        raise ConfigError(f"{where}: key {key!r} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        raise ConfigError(f"{where}: key {key!r} is not valid: {key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
     return out
 
 
