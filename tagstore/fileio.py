@@ -56,7 +56,10 @@ Content = bytes | str | Callable[[_HashingWriter], None]
 """What to write: bytes, text (UTF-8), or a function that writes to the given binary sink."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -75,7 +78,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
         return removed
     for tmp in candidates:
         parts = tmp.name[len(path.name) + 2 : -4].split(".")
-        if len(parts) != 2 or not parts[0].isdigit() or _pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
+        if len(parts) != 2 or not parts[0].isdigit() or pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
             continue
         try:
             tmp.unlink()
@@ -94,7 +97,7 @@ def stale_temps_in(folder: str | os.PathLike[str]) -> list[Path]:
         return found
     for tmp in candidates:
         parts = tmp.name.rsplit(".", 3)
-        if len(parts) == 4 and parts[1].isdigit() and int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1])):
+        if len(parts) == 4 and parts[1].isdigit() and int(parts[1]) != os.getpid() and not pid_alive(int(parts[1])):
             found.append(tmp)
     return found
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tagstore.fileio import atomic_write
+from tagstore.fileio import atomic_write, pid_alive
 
 __all__ = ["ADDRESS_FILE", "Address", "is_loopback", "pid_alive", "read_address", "remove_address", "write_address"]
 
@@ -80,19 +80,6 @@ def remove_address(store: Path, pid: int | None = None) -> None:
     addr = read_address(store)
     if addr is not None and addr.pid == (os.getpid() if pid is None else pid):
         address_path(store).unlink(missing_ok=True)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_loopback(host: str) -> bool:
