@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ class Store:
         self.factory = factory
         self._con = con  # read-only connection kept for a session (see :meth:`session`)
         self._sessions = 0
+        self._con_guard = threading.Lock()
+        self._con_user: int | None = None  # the thread using the session connection, while one does
+        self._con_depth = 0
+        self._con_local = threading.local()  # other threads' cursors on it
         self._writing = False
         self._embedder: TrackEmbedder | None = None
         self._held_index: tuple[Any, Any] | None = None  # (key, index): see hold_index
@@ -139,7 +144,7 @@ class Store:
                 f"the store {path} records an unreadable embedder layout ({text[:60]!r}: {exc}); "
                 f"restore the store from a backup (`tagstore backup DEST` makes one)"
             ) from None
-        return cls(path, layout, factory, con, runtime)  # the connection serves a session that follows, else closes  # the connection serves a session that follows, else closes
+        return cls(path, layout, factory, con, runtime)  # the connection serves a session that follows, else closes
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Store]:
@@ -162,8 +167,35 @@ class Store:
         if self._sessions and not self._writing:
             if self._con is None:
                 self._con = cat.connect(self.path, read_only=True)
-            with cat.guard(self.path):
-                yield self._con
+            me = threading.get_ident()
+            with self._con_guard:
+                mine = self._con_user in (None, me)
+                if mine:
+                    self._con_user, self._con_depth = me, self._con_depth + 1
+            if mine:
+                try:
+                    with cat.guard(self.path):
+                        yield self._con
+                finally:
+                    with self._con_guard:
+                        self._con_depth -= 1
+                        if not self._con_depth:
+                            self._con_user = None
+                return
+            # Another thread is inside the session connection (a DuckDB connection runs one call at a
+            # time): this thread reads through a cursor of its own on the same database, kept while it nests.
+            local = self._con_local
+            held = getattr(local, "cursor", None)
+            cursor = held if held is not None else self._con.cursor()
+            local.cursor, local.depth = cursor, getattr(local, "depth", 0) + 1
+            try:
+                with cat.guard(self.path):
+                    yield cursor
+            finally:
+                local.depth -= 1
+                if not local.depth:
+                    local.cursor = None
+                    cursor.close()
             return
         self.close()
         with cat.reading(self.path) as con:
