@@ -81,8 +81,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _summary(points: list[CurvePoint]) -> str:
     rows = [[p.embedder, p.method, k_label(p.k), str(p.n_draws), str(p.n_tags),
-             fmt(p.ap_mean, p.ap_std), fmt(p.auc_mean, p.auc_std)] for p in points]
-    return _table(["embedder", "method", "K", "draws", "tags", "macro AP", "macro ROC-AUC"], rows)
+             fmt(p.ap_mean, p.ap_std), fmt(p.auc_mean, p.auc_std), fmt(p.f1_mean, p.f1_std)] for p in points]
+    return _table(["embedder", "method", "K", "draws", "tags", "macro AP", "macro ROC-AUC",
+                   "macro F1 at threshold"], rows)  # fmt: skip
 
 
 def _per_tag(results: list[Result]) -> str:
