@@ -1,7 +1,7 @@
 """The evaluation's fits: every draw fitted exactly as ``tagstore add-tag`` fits a tag.
 
 The train split is the catalogue: its statistics standardise, and the unlabelled sample is drawn from
-it by :func:`tagstore.learning.fit.fit_examples` (the tag's seed, examples left out, catalogue order) —
+it by :func:`tagstore.learning.fit.fit_examples` (one fixed order, examples left out) —
 the function ``add-tag`` calls too. The test split is scored and never seen by a fit.
 """
 

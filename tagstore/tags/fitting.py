@@ -1,6 +1,6 @@
 """Fitting learned tags: examples in, a fitted model and a score for every track out.
 
-One path does it all (:func:`refit`): fit the tag's examples against a seeded unlabelled sample of the
+One path does it all (:func:`refit`): fit the tag's examples against a fixed-order unlabelled sample of the
 catalogue, score every track, and save the model, the examples and the scores in one transaction, so a
 failure anywhere leaves the tag exactly as it was. ``add-tag``, ``remove-examples`` and the refits after
 a re-embed all go through it. Every function here expects the caller to hold the write lock, except
