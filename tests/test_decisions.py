@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import cli
-from test_learn import make_catalogue, split
+from test_learning import make_catalogue, split
 
 from tagstore import api
 from tagstore.catalogue import tags as tag_sql

@@ -46,7 +46,7 @@ class Space:
     stats: CatalogueStats  # of X[pool]
     X_test: np.ndarray  # (len(plan.eval_ids), d)
     clip_of: dict[int, str]  # train row -> a clip id (for FitRecord)
-    track_of: dict[str, str]  # clip id -> its track (cross-validation groups: clips of a track stay together)
+    track_of: dict[str, str] = field(default_factory=dict)  # clip id -> its track (CV groups; default: the clip)
 
 
 def space(spec: str, X: np.ndarray, row: dict[str, int], clips: Sequence[Clip], plan: FewShotPlan) -> Space:
@@ -63,7 +63,7 @@ def fit_draw(sp: Space, draw: Draw, method: str) -> tuple[TagModel, np.ndarray]:
     pos = [sp.row[i] for i in draw.pos_ids]
     neg = [sp.row[i] for i in draw.neg_ids]
     rows: Callable[[np.ndarray], np.ndarray] = lambda r: sp.X[r]  # noqa: E731
-    groups = [("track", sp.track_of[i]) for i in (*draw.pos_ids, *draw.neg_ids)]
+    groups = [("track", sp.track_of.get(i, i)) for i in (*draw.pos_ids, *draw.neg_ids)]
     return fit_examples(draw.tag, sp.X[pos], sp.X[neg], sp.pool, rows, set(pos) | set(neg), sp.stats, method,
                         groups=groups)  # fmt: skip
 
