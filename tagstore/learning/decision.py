@@ -1,17 +1,23 @@
 """Decisions of a learned tag: grouped folds, calibration of out-of-fold scores, and the threshold rule.
 
 A fit cross-validates on folds that never split a group (a track, an album: whatever the caller says
-belongs together). Each training row then has an out-of-fold (OOF) z-score. From those:
+belongs together). Each training row then has an out-of-fold (OOF) z-score. The negatives a fit sees
+are mostly a sample of the catalogue, which holds tagged tracks too (the positive-unlabelled setting),
+so the catalogue sample (sampled negatives out of fold, reference tracks under the final model) is used
+as what it is:
 
-* **Calibration** (Platt 1999, with his smoothed targets): ``llr(z) = a*z + b`` fitted by weighted
-  logistic regression on the OOF scores with both classes carrying equal weight, so it estimates the
-  log likelihood ratio of "tagged" against "not tagged". The catalogue's base rate ``prior`` is the
-  maximum-likelihood mixture weight of the reference sample's scores under that ratio (the EM of Saerens
-  et al. 2002), kept within [positives / catalogue size, 0.5]. A score then reads as a probability:
-  ``p = sigmoid(llr(z) + logit(prior))``.
-* **Expected precision and recall** at a threshold t, on the catalogue: recall = the share of OOF
-  positives at or above t; false-positive rate = the (weighted) share of OOF negatives at or above t,
-  plus half a negative; precision = prior*recall / (prior*recall + (1 - prior)*fpr).
+* **Base rate** ``prior``: mixture proportion estimation (Blanchard, Lee & Scott 2010): the catalogue's
+  score distribution contains the positives' at weight prior, so prior <= q(t) / recall(t) at every
+  cut t, where q(t) is the share of the catalogue sample at or above t and recall(t) the share of OOF
+  positives; the estimate is the least such ratio over cuts keeping at least half the positives, within
+  [positives / catalogue size, 0.5].
+* **Expected precision and recall** at t on the catalogue: recall(t), and precision(t) =
+  prior * recall(t) / q(t), at most 1 (q gets half a track added, so a few hundred sampled tracks never
+  promise perfection).
+* **Calibration** (Platt 1999, with his smoothed targets): ``llr(z) = a*z + b`` fitted by logistic
+  regression of OOF positives against OOF negatives, both classes weighted equally: the log ratio of the
+  positives' score density to the negatives'. A score reads as a probability
+  ``p = min(1, prior * exp(llr(z)))`` (the positive-unlabelled posterior, prior * f+(z) / f(z)).
 * **The rule** (:class:`Rule`): ``f1`` (default) maximises the expected F1; ``precision`` takes the
   lowest threshold whose expected precision reaches the value (the highest-precision one when none
   does); ``probability`` predicts where the calibrated probability reaches the value. Thresholds from
