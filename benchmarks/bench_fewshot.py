@@ -86,7 +86,7 @@ def main() -> None:
     for key in sorted({(p.embedder, p.method) for p in points}):
         by_k = {p.k: p for p in points if (p.embedder, p.method) == key}
         ap_cells = [f"{by_k[k].ap_mean:.3f} ± {by_k[k].ap_std:.3f}" if k in by_k else "" for k in shots]
-        f1_cells = [f"{by_k[k].f1_mean:.3f}" if k in by_k else "" for k in shots]
+        f1_cells = [f"{by_k[k].f1_mean:.3f}" if k in by_k and by_k[k].f1_mean is not None else "" for k in shots]
         print(f"| {key[0]} | {key[1]} | " + " | ".join(ap_cells + f1_cells) + " |")
 
 

@@ -87,7 +87,7 @@ class Result:
     tag: str
     ap: float
     auc: float
-    f1: float = float("nan")  # F1 of the predicted set (scores >= the fit's threshold) on the evaluation set
+    f1: float | None = None  # F1 of the predicted set (scores >= the fit's threshold) on the evaluation set
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ class CurvePoint:
     ap_std: float
     auc_mean: float
     auc_std: float
-    f1_mean: float = float("nan")
-    f1_std: float = float("nan")
+    f1_mean: float | None = None  # None when the results carry no F1
+    f1_std: float | None = None
 
 
 def _stream(seed: int, tag: str, draw: int) -> np.random.Generator:
@@ -198,7 +198,7 @@ def score_draw(plan: FewShotPlan, draw: Draw, scores, embedder: str, method: str
     if s.shape != (len(plan.eval_ids),):
         raise ValueError(f"scores must have shape ({len(plan.eval_ids)},); got {s.shape}")
     y = plan.truth(draw.tag)
-    f1 = f1_at(y, s >= threshold) if np.isfinite(threshold) else float("nan")
+    f1 = f1_at(y, s >= threshold) if np.isfinite(threshold) else None
     return Result(embedder, method, draw.k, draw.draw, draw.tag,
                   metrics.average_precision(y, s), metrics.roc_auc(y, s), f1)
 
@@ -217,11 +217,12 @@ def aggregate(results: Iterable[Result]) -> list[CurvePoint]:
     for (emb, method, k), by_draw in cells.items():
         ap = np.array([np.mean([r.ap for r in rs]) for rs in by_draw.values()])
         auc = np.array([np.mean([r.auc for r in rs]) for rs in by_draw.values()])
-        f1 = np.array([np.mean([r.f1 for r in rs]) for rs in by_draw.values()])
+        with_f1 = all(r.f1 is not None for rs in by_draw.values() for r in rs)
+        f1 = np.array([np.mean([r.f1 for r in rs]) for rs in by_draw.values()]) if with_f1 else None
         n_tags = max(len({r.tag for r in rs}) for rs in by_draw.values())
         points.append(CurvePoint(emb, method, k, len(by_draw), n_tags, float(ap.mean()),
                                  float(ap.std()), float(auc.mean()), float(auc.std()),
-                                 float(f1.mean()), float(f1.std())))
+                                 None if f1 is None else float(f1.mean()), None if f1 is None else float(f1.std())))
     return sorted(points, key=lambda p: (p.embedder, p.method, _k_order(p.k)))
 
 

@@ -29,9 +29,9 @@ def k_label(k: int | None) -> str:
     return "full" if k is None else str(k)
 
 
-def fmt(mean: float, std: float) -> str:
-    """A mean ± std cell, three decimals: ``0.812 ± 0.031``."""
-    return f"{mean:.3f} ± {std:.3f}"
+def fmt(mean: float | None, std: float | None) -> str:
+    """A mean ± std cell, three decimals: ``0.812 ± 0.031`` (empty when there is no value)."""
+    return "" if mean is None or std is None else f"{mean:.3f} ± {std:.3f}"
 
 
 def _plot(points: list[CurvePoint], metric: str, title: str, path: Path) -> None:
