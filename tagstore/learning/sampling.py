@@ -30,9 +30,9 @@ def position_order(n: int) -> np.ndarray:
 
 
 def sample_unlabelled(pool: np.ndarray, exclude: Iterable[int], size: int = UNLABELLED_SAMPLE) -> np.ndarray:
-    """Up to ``size`` items of ``pool`` (n,) int64 (ascending) not in ``exclude``: the first in
-    :func:`position_order`. Returns them ascending (catalogue order)."""
-    pool = np.asarray(pool, dtype=np.int64)
+    """Up to ``size`` items of ``pool`` (n,) int64 not in ``exclude``: the first in :func:`position_order`
+    of the pool's distinct items, ascending. Returns them ascending (catalogue order)."""
+    pool = np.unique(np.asarray(pool, dtype=np.int64).reshape(-1))
     excluded = np.fromiter((int(i) for i in exclude), dtype=np.int64)
     ordered = pool[position_order(pool.size)]
     ordered = ordered[~np.isin(ordered, excluded)]
