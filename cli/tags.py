@@ -119,7 +119,7 @@ def tag(
 
 TAG_COLUMNS = ["name", "kind", "method", "n_pos", "n_neg", "threshold", "cv_ap", "predicted", "scored", "trained_at",
                "rule", "rule_value", "threshold_p", "expected_precision", "expected_recall", "cv_ap_std"]
-SCORE_COLUMNS = ["rank", "id", "path", "title", "artist", "duration_s", "score", "predicted"]
+SCORE_COLUMNS = ["rank", "id", "path", "title", "artist", "duration_s", "score", "predicted", "probability"]
 KINDS = ("learned", "model")
 
 
