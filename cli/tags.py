@@ -1,4 +1,4 @@
-"""Learned tags: add-tag, tag, tags, scores, tag-examples, remove-examples, remove-tag, propagate, suggest, explain."""
+"""Learned tags: add-tag, tag, tags, threshold, scores, tag-examples, remove-examples, remove-tag, propagate, suggest, explain."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def add_tag(
     negatives_file: Optional[Path] = typer.Option(None, "--negatives-file", help="File with one negative per line."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help=METHOD_HELP),
     add: bool = typer.Option(False, "--add", help="Also ingest example files that are not in the store."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Predict tracks whose calibrated probability reaches this (kept by later refits)."
+    ),
+    precision: Optional[float] = typer.Option(
+        None, "--precision", help="Lowest threshold whose expected precision (cross-validated) reaches this."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
 ) -> None:
     """Learn a tag from a few examples (run again to add examples) and score every track."""
@@ -38,22 +44,59 @@ def add_tag(
     neg = list(negatives) + (_list_file(negatives_file) if negatives_file else [])
     body = {"examples": [common.local_ref(p) for p in pos], "negatives": [common.local_ref(n) for n in neg],
             "method": method, "add_files": add}  # fmt: skip
-    data = common.via_server("POST", "/api/tags/" + quote(name, safe=""), body=body)
+    # a threshold rule is set in-process (the server's route does not take one)
+    local = threshold is not None or precision is not None
+    data = None if local else common.via_server("POST", "/api/tags/" + quote(name, safe=""), body=body)
     if data is None:
         from tagstore import api
 
         with common.open_store() as store:
-            data = api.add_tag(store, name, pos, neg, method=method, add_files=add).to_dict()
+            data = api.add_tag(store, name, pos, neg, method=method, add_files=add, threshold=threshold,
+                               precision=precision).to_dict()  # fmt: skip
     summary = SimpleNamespace(**data)
     if json_out:
         common.echo_json(data)
     else:
-        ap = "n/a" if summary.cv_ap is None else f"{summary.cv_ap:.3f}"
         typer.echo(
             f"tag {summary.name}: {summary.n_pos} positive, {summary.n_neg} negative examples, {summary.method}; "
-            f"{summary.predicted} of {summary.scored} tracks predicted (threshold {summary.threshold:.3f}, "
-            f"cross-validated AP {ap}) in {summary.fit_s:.2f} s"
+            f"{summary.predicted} of {summary.scored} tracks predicted ({_decision(summary)}) in {summary.fit_s:.2f} s"
         )
+
+
+def _num(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _decision(s) -> str:  # type: ignore[no-untyped-def]
+    """``rule f1, p >= 0.042, expected precision 0.80 / recall 0.60, cross-validated AP 0.47 ± 0.32``."""
+    from tagstore.tags.views import rule_text
+
+    text = f"rule {rule_text(s.rule, s.rule_value)}, p >= {_num(s.threshold_p)}"
+    if s.kind == "learned":
+        text += (f", expected precision {_num(s.expected_precision, '.2f')} / recall {_num(s.expected_recall, '.2f')}"
+                 f", cross-validated AP {_num(s.cv_ap)} ± {_num(s.cv_ap_std)}")  # fmt: skip
+    return text
+
+
+def threshold(
+    name: str = typer.Argument(..., help="Tag name (learned, or a model tag such as musicnn:rock)."),
+    value: Optional[float] = typer.Argument(
+        None, help="Probability from which a track is predicted (none: back to the default rule)."
+    ),
+    precision: Optional[float] = typer.Option(
+        None, "--precision", help="Learned tags: the lowest threshold whose expected precision reaches this."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
+) -> None:
+    """Set a tag's threshold (kept by later refits and ingests) and recompute which tracks carry it."""
+    from tagstore import api
+
+    with common.open_store() as store:
+        s = api.threshold(store, name, value, precision)
+    if json_out:
+        common.echo_json(s.to_dict())
+    else:
+        typer.echo(f"tag {s.name}: {s.predicted} of {s.scored} tracks predicted ({_decision(s)})")
 
 
 def tag(
@@ -74,8 +117,9 @@ def tag(
         typer.echo(f"scored {result['tracks']} tracks for {result['tags']} tags in {result['seconds']:.2f} s")
 
 
-TAG_COLUMNS = ["name", "kind", "method", "n_pos", "n_neg", "threshold", "cv_ap", "predicted", "scored", "trained_at"]
-SCORE_COLUMNS = ["rank", "id", "path", "title", "artist", "duration_s", "score", "predicted"]
+TAG_COLUMNS = ["name", "kind", "method", "n_pos", "n_neg", "threshold", "cv_ap", "predicted", "scored", "trained_at",
+               "rule", "rule_value", "threshold_p", "expected_precision", "expected_recall", "cv_ap_std"]
+SCORE_COLUMNS = ["rank", "id", "path", "title", "artist", "duration_s", "score", "predicted", "probability"]
 KINDS = ("learned", "model")
 
 
@@ -86,7 +130,10 @@ def tags(
     csv_out: bool = common.CSV,
     tsv_out: bool = common.TSV,
 ) -> None:
-    """List tags: kind, examples, method, threshold, predicted count, cross-validated AP."""
+    """List tags: kind, examples, method, threshold rule and probability, expected precision / recall at it,
+    predicted count, cross-validated AP ± its spread over folds."""
+    from tagstore.tags.views import rule_text
+
     fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
     if kind is not None and kind not in KINDS:
         raise typer.BadParameter(f"--kind {kind!r} is not a kind of tag; choose learned or model")
@@ -98,8 +145,11 @@ def tags(
             data = [t.to_dict() for t in api.tags(store, kind=kind)]
     found = [SimpleNamespace(**t) for t in data]
     common.emit([{c: t[c] for c in TAG_COLUMNS} for t in data], fmt, TAG_COLUMNS,
-                [(t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap, f"{t.predicted}/{t.scored}") for t in found],
-                ["tag", "kind", "method", "pos", "neg", "threshold", "cv AP", "predicted"])  # fmt: skip
+                [(t.name, t.kind, t.method, t.n_pos, t.n_neg, rule_text(t.rule, t.rule_value), _num(t.threshold_p),
+                  _num(t.expected_precision, ".2f"), _num(t.expected_recall, ".2f"), f"{t.predicted}/{t.scored}",
+                  "n/a" if t.cv_ap is None else f"{t.cv_ap:.3f} ± {_num(t.cv_ap_std)}") for t in found],
+                ["tag", "kind", "method", "pos", "neg", "rule", "p >=", "exp. precision", "exp. recall", "predicted",
+                 "cv AP"])  # fmt: skip
 
 
 def scores(
@@ -129,8 +179,9 @@ def scores(
         common.m3u((r.path, r.duration_s, r.artist, r.title) for r in rows)
         return
     common.emit(data, fmt, SCORE_COLUMNS,
-                [(r.rank, r.id, r.score, "yes" if r.predicted else "", r.artist, common.title_of(r.title, r.path), r.path)
-                 for r in rows], ["#", "id", "score", "tagged", "artist", "title", "path"])  # fmt: skip
+                [(r.rank, r.id, r.score, _num(getattr(r, "probability", None)), "yes" if r.predicted else "", r.artist,
+                  common.title_of(r.title, r.path), r.path) for r in rows],
+                ["#", "id", "score", "p", "tagged", "artist", "title", "path"])  # fmt: skip
 
 
 def tag_examples(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")) -> None:
@@ -229,5 +280,6 @@ def explain(
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (add_tag, tag, tags, scores, tag_examples, remove_examples, remove_tag, propagate, suggest, explain):
+    for fn in (add_tag, tag, tags, threshold, scores, tag_examples, remove_examples, remove_tag, propagate, suggest,
+               explain):  # fmt: skip
         app.command(fn.__name__.replace("_", "-"))(fn)

@@ -62,7 +62,7 @@ __all__ = [
     "predicted_ids", "list_models", "fetch_model", "import_model", "read_list_file", "record_dict",
     "track", "generation", "search_text", "tag_tracks", "map_projection", "map_methods", "tag_score_table",
     "label", "undo_label", "teach_state", "learning_curve", "proposals", "set_threshold", "threshold_count",
-    "score_histogram",
+    "score_histogram", "threshold",
     "write", "undo_write", "update", "missing", "RemoveReport", "export", "import_labels", "show_track",
     "check", "backup", "complete_pending",
 ]  # fmt: skip
@@ -102,6 +102,9 @@ def complete_pending(store: Store) -> list[str]:
     if pending.REFIT in tasks:
         fitting.refit_all(store)
     fitting.rescore(store)
+    from tagstore.tags import decisions
+
+    decisions.refresh_model_tags(store)  # model tags' thresholds follow the catalogue's scores
     with store.transaction() as con:
         for task in tasks:
             pending.clear(con, task)
@@ -317,6 +320,9 @@ def _after_ingest(store: Store, report: IngestReport) -> None:
     done = complete_pending(store)  # learned tags score the new tracks (recorded with each batch)
     if report.changed and not done:
         fitting.rescore(store)  # shards imported without a pending record: score them all the same
+        from tagstore.tags import decisions
+
+        decisions.refresh_model_tags(store)  # model tags' thresholds follow the catalogue's scores
 
 
 def export_embeddings(store: Store, directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -502,16 +508,31 @@ def add_tag(
     method: str | None = None,
     add_files: bool = False,
     progress: Progress | None = None,
+    threshold: float | None = None,
+    precision: float | None = None,
 ) -> TagSummary:
     """Create or extend a learned tag from examples (ids, stored paths or audio files) and score every
-    track; ``add_files`` ingests example files that are not in the store first."""
+    track; ``add_files`` ingests example files that are not in the store first. ``threshold`` (a
+    calibrated probability) or ``precision`` (the expected precision to reach) sets the tag's threshold
+    rule, kept by later refits; neither keeps the tag's rule (default: best expected F1)."""
+    from tagstore.learning.decision import Rule
     from tagstore.tags import fitting
 
     fitting.check_method(method)
+    rule = Rule.of(threshold, precision) if threshold is not None or precision is not None else None
     with _writing(store):
         if add_files:
             _add_outside(store, [*examples, *negatives], progress)
-        return fitting.add_tag(store, name, examples, negatives, method=method)
+        return fitting.add_tag(store, name, examples, negatives, method=method, rule=rule)
+
+
+def threshold(store: Store, name: str, value: float | None = None, precision: float | None = None) -> TagSummary:
+    """Set a tag's threshold (learned or model tag): a probability ``value``, an expected ``precision``
+    (learned tags), or neither: back to the default rule. Kept by later refits and ingests."""
+    from tagstore.tags import decisions
+
+    with _writing(store):
+        return decisions.set_threshold(store, name, value, precision)
 
 
 def _add_outside(store: Store, items: Sequence[str], progress: Progress | None) -> None:

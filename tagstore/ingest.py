@@ -35,6 +35,8 @@ BATCH_TRACKS = 32
 BATCH_SECONDS = 10.0
 """A batch is committed after this many tracks or seconds, whichever comes first."""
 MODEL_TAG_THRESHOLD = 0.5
+"""A model tag's threshold when first seen; ``api.add`` then sets each tag's own from the catalogue's scores
+(:func:`tagstore.learning.decision.top_share_thresholds`)."""
 FILE_ERRORS: tuple[type[BaseException], ...] = (TagstoreError, OSError, ValueError, RuntimeError, EOFError, MemoryError)
 """What decoding or embedding one file may raise because of that file: recorded as its failure, the batch goes on."""
 

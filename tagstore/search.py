@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +22,8 @@ from tagstore.tags.examples import check_tag_name, require_learned, require_tag
 
 MAX_RESULTS = 1000
 """The most rows one text or tag search returns."""
+
+log = logging.getLogger("tagstore")
 
 
 @dataclass
@@ -89,6 +92,9 @@ def tag_filter(
     with store.reader() as con:
         for name in with_tags:
             ids = set(tag_sql.predicted_ids(con, require_tag(con, name).id).tolist())
+            if not ids:
+                log.warning("tag %r predicts no track, so --with-tag %s matches nothing; lower its threshold "
+                            "with `tagstore threshold %s VALUE`", name, name, name)  # fmt: skip
             include = ids if include is None else include & ids
         for name in without_tags:
             excludes |= set(tag_sql.predicted_ids(con, require_tag(con, name).id).tolist())

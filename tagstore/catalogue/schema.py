@@ -140,6 +140,14 @@ ADDITIONS: tuple[str, ...] = (
     # Work that follows a commit (rescore the new tracks, refit after a re-embed), recorded in the committing
     # transaction and deleted when done, so a kill in between leaves it for the next writing command.
     "CREATE TABLE IF NOT EXISTS pending_work (task VARCHAR PRIMARY KEY, since TIMESTAMP NOT NULL DEFAULT current_timestamp)",
+    # decisions (issue 11): the threshold rule a tag keeps, and what it promises at its threshold
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS rule VARCHAR",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS rule_value DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS threshold_p DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS expected_precision DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS expected_recall DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS cv_ap_std DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS base_rate DOUBLE",
 )
 """Idempotent DDL added since format 1 (``CREATE TABLE IF NOT EXISTS ...``, ``ALTER TABLE ... ADD COLUMN IF
 NOT EXISTS ...``), in order. A store whose recorded digest of these differs gets them applied by the next

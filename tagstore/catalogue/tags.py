@@ -17,12 +17,15 @@ from tagstore.catalogue.tracks import tag_filter_sql
 
 @dataclass(frozen=True)
 class TagRow:
-    """A tag's identity: id, kind ('learned' or 'model'), its pinned method choice, its model bytes."""
+    """A tag's identity: id, kind ('learned' or 'model'), its pinned method choice, its model bytes, and
+    the threshold rule it keeps (``rule`` None: the default)."""
 
     id: int
     kind: str
     method_choice: str | None
     model: bytes | None
+    rule: str | None = None
+    rule_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,57 @@ class FittedTag:
     cv_ap: float | None
     model: bytes
     model_version: int
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A tag's threshold rule and what it promises: rule ('f1', 'precision', 'probability'; for model tags
+    'top' or 'fixed'), its value, the threshold as a probability, expected precision / recall, the CV
+    AP's spread and the estimated base rate (None where unknown)."""
+
+    rule: str | None
+    rule_value: float | None = None
+    threshold_p: float | None = None
+    expected_precision: float | None = None
+    expected_recall: float | None = None
+    cv_ap_std: float | None = None
+    base_rate: float | None = None
+
+    def values(self) -> list[object]:
+        return [self.rule, self.rule_value, self.threshold_p, self.expected_precision, self.expected_recall,
+                self.cv_ap_std, self.base_rate]  # fmt: skip
+
+
+DECISION_COLUMNS = "rule, rule_value, threshold_p, expected_precision, expected_recall, cv_ap_std, base_rate"
+_SET_DECISION = ", ".join(f"{c} = ?" for c in DECISION_COLUMNS.split(", "))
 
 
 def tag_row(con: Connection, name: str) -> TagRow | None:
     row = con.execute(
-        "SELECT id, kind, coalesce(method_choice, method), model FROM tags WHERE name = ?", [name]
+        "SELECT id, kind, coalesce(method_choice, method), model, rule, rule_value FROM tags WHERE name = ?", [name]
     ).fetchone()
-    return TagRow(int(row[0]), row[1], row[2], row[3]) if row else None
+    return TagRow(int(row[0]), row[1], row[2], row[3], row[4], row[5]) if row else None
+
+
+def set_decision(con: Connection, tag_id: int, threshold: float, decision: Decision, model: bytes | None = None) -> None:
+    """A tag's new threshold and decision (and model bytes, for a learned tag), then its predictions."""
+    con.execute(
+        f"UPDATE tags SET threshold = ?, {_SET_DECISION}, model = coalesce(?, model) WHERE id = ?",
+        [float(threshold), *decision.values(), model, tag_id],
+    )
+    repredict(con, tag_id)
+
+
+def repredict(con: Connection, tag_id: int) -> None:
+    """Recompute a tag's ``predicted`` column from its threshold: examples are always predicted as labelled."""
+    con.execute(
+        """UPDATE tag_scores s SET predicted = coalesce(
+               (SELECT e.label > 0 FROM tag_examples e WHERE e.tag_id = s.tag_id AND e.track_id = s.track_id),
+               s.score >= (SELECT threshold FROM tags WHERE id = s.tag_id))
+           WHERE s.tag_id = ?""",
+        [tag_id],
+    )
 
 
 def learned_names(con: Connection, limit: int = 5) -> list[str]:
@@ -92,10 +139,30 @@ def store_model_scores(
     )
     con.execute(
         """INSERT OR REPLACE INTO tag_scores
-           SELECT t.id, ?, p.score, p.score >= ? FROM tags t
+           SELECT t.id, ?, p.score, p.score >= t.threshold FROM tags t
            JOIN (SELECT unnest(?::VARCHAR[]) AS name, unnest(?::REAL[]) AS score) p ON p.name = t.name""",
-        [track_id, threshold, list(names), [float(x) for x in probs]],
+        [track_id, list(names), [float(x) for x in probs]],
     )
+
+
+def model_score_matrix(con: Connection, source: str) -> tuple[np.ndarray, list[str | None], np.ndarray]:
+    """A model's tag scores on every track: tag ids (T,) int64, each tag's rule, and scores (n, T)
+    float32 (rows: tracks scored for every tag, in track id order)."""
+    tags = con.execute("SELECT id, rule FROM tags WHERE kind = 'model' AND source = ? ORDER BY id", [source]).fetchall()
+    tag_ids = np.array([t[0] for t in tags], dtype=np.int64)
+    if not tags:
+        return tag_ids, [], np.zeros((0, 0), np.float32)
+    cols = con.execute(
+        """SELECT track_id, list(score ORDER BY tag_id) AS s FROM tag_scores
+           WHERE tag_id IN (SELECT unnest(?::BIGINT[])) GROUP BY track_id HAVING count(*) = ? ORDER BY track_id""",
+        [tag_ids.tolist(), len(tags)],
+    ).fetchall()
+    S = np.array([c[1] for c in cols], dtype=np.float32).reshape(len(cols), len(tags))
+    return tag_ids, [t[1] for t in tags], S
+
+
+def model_sources(con: Connection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT DISTINCT source FROM tags WHERE kind = 'model' ORDER BY 1").fetchall()]
 
 
 def drop_model_tags_except(con: Connection, sources: Sequence[str]) -> int:
@@ -131,17 +198,19 @@ def save_learned(
     """Create or update a learned tag with its model and replace its examples; returns its id."""
     n_pos = sum(1 for e in examples if e.label > 0)
     values = [fitted.method, fitted.method_choice, float(fitted.threshold), fitted.cv_ap, fitted.model,
-              int(fitted.model_version), n_pos, len(examples) - n_pos]  # fmt: skip
+              int(fitted.model_version), n_pos, len(examples) - n_pos,
+              *(fitted.decision or Decision(None)).values()]  # fmt: skip
     if tag_id is None:
         tag_id = con.execute(
-            """INSERT INTO tags (name, kind, source, method, method_choice, threshold, cv_ap, model, model_version,
-                   n_pos, n_neg, trained_at) VALUES (?, 'learned', 'user', ?, ?, ?, ?, ?, ?, ?, ?, now()) RETURNING id""",
+            f"""INSERT INTO tags (name, kind, source, method, method_choice, threshold, cv_ap, model, model_version,
+                   n_pos, n_neg, {DECISION_COLUMNS}, trained_at)
+                VALUES (?, 'learned', 'user', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now()) RETURNING id""",
             [name, *values],
         ).fetchone()[0]
     else:
         con.execute(
-            """UPDATE tags SET method = ?, method_choice = ?, threshold = ?, cv_ap = ?, model = ?, model_version = ?,
-                   n_pos = ?, n_neg = ?, trained_at = now() WHERE id = ?""",
+            f"""UPDATE tags SET method = ?, method_choice = ?, threshold = ?, cv_ap = ?, model = ?, model_version = ?,
+                   n_pos = ?, n_neg = ?, {_SET_DECISION}, trained_at = now() WHERE id = ?""",
             [*values, tag_id],
         )
         con.execute("DELETE FROM tag_examples WHERE tag_id = ?", [tag_id])
@@ -198,7 +267,8 @@ def delete_external_example(con: Connection, tag_id: int, content_hash: str) -> 
 def write_scores(
     con: Connection, tag_ids: Sequence[int], thresholds: Sequence[float], ids: np.ndarray, scores: np.ndarray
 ) -> None:
-    """Replace the scores ``(n, len(tag_ids))`` of tracks ``ids`` (n,) for each tag (bulk, two statements per tag).
+    """Replace the scores ``(n, len(tag_ids))`` of tracks ``ids`` (n,) for each tag (bulk, three statements per
+    tag). ``predicted`` is score >= threshold, except for the tag's examples: predicted as labelled.
 
     Rows already there are updated in place and only the missing ones inserted, which at 100k tracks is far
     cheaper than deleting and re-inserting them (no churn in the primary-key index).
@@ -215,6 +285,11 @@ def write_scores(
             """INSERT INTO tag_scores SELECT ?, n.track_id, n.score, n.predicted FROM new_scores n
                ANTI JOIN (SELECT track_id FROM tag_scores WHERE tag_id = ?) s ON s.track_id = n.track_id""",
             [tag_id, tag_id],
+        )
+        con.execute(
+            """UPDATE tag_scores SET predicted = e.label > 0 FROM tag_examples e
+               WHERE tag_scores.tag_id = ? AND e.tag_id = tag_scores.tag_id AND e.track_id = tag_scores.track_id""",
+            [tag_id],
         )
         con.unregister("new_scores")
 
@@ -290,8 +365,9 @@ def set_threshold(con: Connection, tag_id: int, threshold: float, model: bytes |
 
 def summaries(
     con: Connection, names: Sequence[str] | None = None, kind: str | None = None
-) -> list[tuple[str, str, str | None, int, int, float | None, float | None, int, int, str | None]]:
-    """Per tag: name, kind, method, n_pos, n_neg, threshold, cv_ap, predicted, scored, trained_at."""
+) -> list[tuple]:
+    """Per tag: name, kind, method, n_pos, n_neg, threshold, cv_ap, predicted, scored, trained_at, then the
+    :class:`Decision` columns (rule ... base_rate)."""
     where, params = [], []
     if names is not None:
         where.append("t.name IN (SELECT unnest(?::VARCHAR[]))")
@@ -301,13 +377,15 @@ def summaries(
         params.append(kind)
     rows = con.execute(
         f"""SELECT t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap,
-                   count(s.track_id) FILTER (WHERE s.predicted), count(s.track_id), t.trained_at
+                   count(s.track_id) FILTER (WHERE s.predicted), count(s.track_id), t.trained_at,
+                   t.rule, t.rule_value, t.threshold_p, t.expected_precision, t.expected_recall, t.cv_ap_std,
+                   t.base_rate
             FROM tags t LEFT JOIN tag_scores s ON s.tag_id = t.id
             {'WHERE ' + ' AND '.join(where) if where else ''}
             GROUP BY ALL ORDER BY t.kind DESC, t.name""",
         params,
     ).fetchall()
-    return [(*r[:9], None if r[9] is None else str(r[9])) for r in rows]
+    return [(*r[:9], None if r[9] is None else str(r[9]), *r[10:]) for r in rows]
 
 
 def replace_suggestions(con: Connection, tag_id: int, found: Sequence[tuple[int, float, Sequence[int]]]) -> None:

@@ -152,7 +152,7 @@ def answer(store: Store, name: str, track_id: int, reply: str, n: int = 10) -> T
         examples = merge(stored_examples(con, row.id) if row else [], [Example(LABELS[reply], track.id, track.path)])
         choice = (row.method_choice if row else None) or fitting.DEFAULT_METHOD
         mat = matrix(store, con)
-        done = fitting.refit(store, con, name, examples, choice, mat)
+        done = fitting.refit(store, con, name, examples, choice, mat, fitting.stored_rule(row))
         n_pos = sum(1 for e in examples if e.label > 0)
         record = Answer(seq, track.id, reply, previous, row is None, n_pos, len(examples) - n_pos, _finite(done.model.cv_ap))
         tag_id = fitting.save(con, name, done, examples, row.id if row else None, choice)
@@ -203,7 +203,7 @@ def undo(store: Store, name: str, n: int = 10) -> Taught:
         row = tag_sql.tag_row(con, name)
         choice = (row.method_choice if row else None) or fitting.DEFAULT_METHOD
         mat = matrix(store, con)
-        done = fitting.refit(store, con, name, examples, choice, mat)
+        done = fitting.refit(store, con, name, examples, choice, mat, fitting.stored_rule(row))
         fitting.save(con, name, done, examples, tag_id, choice)
         (summary,) = list_tags(store, con, names=[name])
         picks = _pick(con, tag_id, done.model, done.ids, done.scores[:, 0], mat.rows, n)
