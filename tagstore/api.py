@@ -672,11 +672,12 @@ def proposals(store: Store, name: str, n: int = 10) -> list[dict[str, Any]]:
 
 
 def set_threshold(store: Store, name: str, threshold: float) -> TagSummary:
-    """Set a tag's decision threshold and recompute its predictions (a later refit chooses anew)."""
-    from tagstore.tags import thresholds
+    """Put a tag's threshold at a score on its own scale (as :func:`score_histogram` shows it) and
+    recompute its predictions; a calibrated learned tag keeps the probability there across refits."""
+    from tagstore.tags import decisions
 
-    with store.write_lock():
-        return thresholds.set_threshold(store, name, threshold)
+    with _writing(store):
+        return decisions.set_score_threshold(store, name, threshold)
 
 
 def threshold_count(store: Store, name: str, threshold: float) -> int:

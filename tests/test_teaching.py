@@ -123,7 +123,13 @@ def test_set_threshold_changes_predictions_and_the_model(store) -> None:  # type
 
     with store.reader() as con:
         ((_, _, blob),) = tag_sql.learned_models(con, ["t-thr"])
-    assert TagModel.from_bytes(blob).threshold == pytest.approx(value)
+    model = TagModel.from_bytes(blob)
+    assert model.threshold == pytest.approx(value)
+    # the decision columns follow the slider: the rule becomes the calibrated probability there, which
+    # `tags` shows and a later refit keeps
+    p = float(model.probability(np.array([value]))[0])
+    assert model.calibration is not None and 0 < p < 1
+    assert (summary.rule, summary.rule_value, summary.threshold_p) == ("probability", pytest.approx(p), pytest.approx(p))
     hist = api.score_histogram(store, "t-thr", bins=8)
     assert len(hist["edges"]) == 9 and sum(hist["counts"]) == len(scores)
     assert hist["edges"][0] == pytest.approx(scores.min()) and hist["edges"][-1] == pytest.approx(scores.max())
@@ -134,3 +140,5 @@ def test_set_threshold_changes_predictions_and_the_model(store) -> None:  # type
         api.score_histogram(store, "t-thr", bins=0)
     with pytest.raises(UnknownTagError):
         api.set_threshold(store, "t-nope", 0.1)
+    refit = api.add_tag(store, "t-thr", examples=[str(_ids(store, "noise_")[2])])  # one more example
+    assert (refit.rule, refit.threshold_p) == ("probability", pytest.approx(p))

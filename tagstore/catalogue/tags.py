@@ -357,12 +357,6 @@ def count_at_least(con: Connection, tag_id: int, threshold: float) -> int:
                            [tag_id, float(threshold)]).fetchone()[0])  # fmt: skip
 
 
-def set_threshold(con: Connection, tag_id: int, threshold: float, model: bytes | None) -> None:
-    """A tag's new decision threshold (and its model bytes carrying it), its predictions recomputed."""
-    con.execute("UPDATE tags SET threshold = ?, model = coalesce(?, model) WHERE id = ?", [float(threshold), model, tag_id])
-    con.execute("UPDATE tag_scores SET predicted = score >= ? WHERE tag_id = ?", [float(threshold), tag_id])
-
-
 def summaries(
     con: Connection, names: Sequence[str] | None = None, kind: str | None = None
 ) -> list[tuple]:

@@ -4,12 +4,15 @@ tag's threshold was set by hand)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 
 from tagstore.catalogue import Connection
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue.tags import Decision
-from tagstore.errors import TagError
+from tagstore.errors import InputError, TagError
 from tagstore.learning import Rule, TagModel, rethreshold
 from tagstore.learning.decision import MODEL_TAGS_PER_TRACK, top_share_thresholds
 from tagstore.store import Store
@@ -33,6 +36,29 @@ def set_threshold(store: Store, name: str, value: float | None = None, precision
                 raise TagError(f"tag {name!r} has no fitted model; add examples with `tagstore add-tag {name} -e ...`")
             new = rethreshold(model, Rule.of(value, precision))
             tag_sql.set_decision(con, row.id, new.threshold, decision(new), new.to_bytes())
+        (summary,) = list_tags(store, con, names=[name])
+    return summary
+
+
+def set_score_threshold(store: Store, name: str, score: float) -> TagSummary:
+    """Put a tag's threshold at ``score`` on its own score scale (the web page's slider over the score
+    histogram). A calibrated learned tag keeps it as the probability there (so a later refit keeps the
+    same probability); any other tag as the number itself. Writes: the caller holds the write lock."""
+    name, value = check_tag_name(name), float(score)
+    if not math.isfinite(value):
+        raise InputError(f"threshold {score!r} is not a finite number; give one such as 0.5")
+    with store.transaction() as con:
+        row = require_tag(con, name)
+        if row.kind == "model":
+            tag_sql.set_decision(con, row.id, value, Decision("fixed", value, value))
+        elif row.model is None:
+            raise TagError(f"tag {name!r} has no fitted model; add examples with `tagstore add-tag {name} -e ...`")
+        else:
+            model = TagModel.from_bytes(bytes(row.model))
+            p = float(model.probability(np.array([value]))[0])
+            rule = Rule("probability", p) if 0.0 < p < 1.0 else model.rule
+            new = dataclasses.replace(model, threshold=value, rule=rule)
+            tag_sql.set_decision(con, row.id, value, decision(new), new.to_bytes())
         (summary,) = list_tags(store, con, names=[name])
     return summary
 

@@ -1,13 +1,11 @@
-"""A tag's decision threshold: set it by hand, and see what a candidate threshold would predict.
+"""What a candidate threshold would predict, and a tag's score distribution (the web page's slider).
 
-A learned tag's threshold lives twice, in the ``tags`` row and inside its model (which rescoring uses for
-new tracks); :func:`set_threshold` changes both and recomputes the predictions in one transaction. A later
-refit (a new example) chooses its threshold again by cross-validation.
+Setting a threshold is :mod:`tagstore.tags.decisions` (one place changes the ``tags`` row, the model it
+carries and the predictions together).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -15,10 +13,9 @@ import numpy as np
 
 from tagstore.catalogue import tags as tag_sql
 from tagstore.errors import InputError
-from tagstore.learning import TagModel
 from tagstore.store import Store
 from tagstore.tags.examples import check_tag_name, require_tag
-from tagstore.tags.views import TagSummary, list_tags
+from tagstore.tags.views import list_tags
 
 
 def _value(threshold: float) -> float:
@@ -26,21 +23,6 @@ def _value(threshold: float) -> float:
     if not math.isfinite(value):
         raise InputError(f"threshold {threshold!r} is not a finite number; give one such as 0.5")
     return value
-
-
-def set_threshold(store: Store, name: str, threshold: float) -> TagSummary:
-    """Make ``threshold`` the tag's decision threshold (score >= threshold is predicted). Writes: the
-    caller holds the write lock."""
-    name, value = check_tag_name(name), _value(threshold)
-    with store.transaction() as con:
-        row = require_tag(con, name)
-        blob = None
-        if row.kind == "learned" and row.model is not None:
-            model = TagModel.from_bytes(bytes(row.model))
-            blob = dataclasses.replace(model, threshold=value).to_bytes()
-        tag_sql.set_threshold(con, row.id, value, blob)
-        (summary,) = list_tags(store, con, names=[name])
-    return summary
 
 
 def count_at_least(store: Store, name: str, threshold: float) -> int:
