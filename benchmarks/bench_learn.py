@@ -77,7 +77,7 @@ def main() -> None:
     models = {}
     for method in ("probe", "prototype", "ensemble"):
         print(f"fit {method} ...", file=sys.stderr)
-        fit = functools.partial(fit_tag, X[pos], None, X[sample], stats, method=method, seed=0)
+        fit = functools.partial(fit_tag, X[pos], None, X[sample], stats, method=method)
         f_med, f_best, model = timed(fit, args.repeats)
         s_med, s_best, scores = timed(functools.partial(model.score, X), args.repeats)
         t_med, t_best, _ = timed(lambda fit=fit: fit().score(X), args.repeats)

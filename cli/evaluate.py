@@ -69,17 +69,19 @@ def eval_cmd(
     workers: int = typer.Option(0, "--workers", help="Processes that fit tags (0: one per CPU core)."),
     json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
 ) -> None:
-    """Few-shot evaluation of tag learning on a labelled corpus: macro AP / ROC-AUC per embedder, method, K."""
+    """Few-shot evaluation of tag learning on a labelled corpus: macro AP / ROC-AUC, and F1 of the predicted
+    set at each fit's threshold, per embedder, method, K."""
     # Each fit is a few hundred rows: one BLAS thread per worker process runs them several times faster
     # than a thread pool per process. Only takes effect before numpy loads; an explicit setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from tagstore.embedders import join_plus
     from tagstore.evaluation import evaluate
     from tagstore.evaluation.report import fmt, k_label
 
     bar = common.ProgressBar("eval")
     try:
         result = evaluate(
-            labels, embedders=[e.replace("+", ",") for e in embedders.split(",")], shots=_ints(shots, "--shots"),
+            labels, embedders=[join_plus(e) for e in embedders.split(",")], shots=_ints(shots, "--shots"),
             draws=draws, methods=[m.strip() for m in methods.split(",") if m.strip()], seed=seed,
             store_root=store_root, progress=bar, neg_per_pos=None if neg_per_pos < 0 else neg_per_pos,
             workers=workers if workers > 0 else os.cpu_count() or 1,
@@ -91,8 +93,8 @@ def eval_cmd(
         common.echo_json({**result.to_dict(), "report": str(page) if page else None})
     else:
         common.table([(p.embedder, p.method, k_label(p.k), p.n_draws, p.n_tags, fmt(p.ap_mean, p.ap_std),
-                       fmt(p.auc_mean, p.auc_std)) for p in result.curves],
-                     ["embedder", "method", "K", "draws", "tags", "macro AP", "macro ROC-AUC"])  # fmt: skip
+                       fmt(p.auc_mean, p.auc_std), fmt(p.f1_mean, p.f1_std)) for p in result.curves],
+                     ["embedder", "method", "K", "draws", "tags", "macro AP", "macro ROC-AUC", "F1 at threshold"])  # fmt: skip
     fits = sum(e.fits for e in result.embedders)
     common.info(f"{len(result.plan.tags)} tags, {len(result.plan.eval_ids)} test clips, {fits} fits in "
                 f"{result.seconds:.1f} s" + (f"; report: {page}" if page else ""))  # fmt: skip

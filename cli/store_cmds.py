@@ -12,7 +12,7 @@ from tagstore.cli import common
 
 def init(
     path: Optional[Path] = typer.Argument(None, help="Store folder (default: --store / $TAGSTORE_STORE / per-user)."),
-    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn (default: config `embedders`, else dsp)."),
+    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn (default: config `embedders`, else dsp,musicnn:layer=penultimate,aisfx, weights fetched on first use)."),
     index: Optional[str] = typer.Option(None, "--index", help="auto (chosen by size: Flat, then IVF) or a FAISS factory string: Flat, HNSW32, IVF1024,SQ8 ... (default: config `index`, else auto)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Most memory the auto index may take, e.g. 8GB (default: half the RAM)."),
     json_out: bool = typer.Option(False, "--json", help="Print the new store's info as JSON."),
@@ -20,10 +20,13 @@ def init(
     """Create a store: a DuckDB catalogue and a folder for its vector index."""
     from tagstore import api
 
+    from tagstore.config import DEFAULT_EMBEDDERS
+
     s = common.settings()
+    default = embedders is None and s.embedders == DEFAULT_EMBEDDERS  # the default layout fetches its weights
     embedders, index = embedders or s.embedders, index or s.index
     store = api.init(path or s.store, embedders=embedders, factory=index, runtime=common.runtime(s),
-                     memory_budget=memory_budget)  # fmt: skip
+                     memory_budget=memory_budget, fetch_weights=common.info if default else None)
     if json_out:
         common.echo_json(api.info(store))
     else:
@@ -32,10 +35,12 @@ def init(
 
 def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Store path, embedder layout, counts, index type, size and version."""
-    from tagstore import api
+    data = common.via_server("GET", "/api/info")
+    if data is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        data = api.info(store)
+        with common.open_store() as store:
+            data = api.info(store)
     if json_out:
         common.echo_json(data)
         return
@@ -53,6 +58,8 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
             f"v{idx['version']} {idx['factory']} ({idx['metric']}), {idx['count']} vectors, "
             f"{idx['size_bytes'] / 1e6:.1f} MB, built {idx['built_at']}{'' if idx['current'] else ' (behind the catalogue)'}"),
         ("index choice", _choice_line(data)),
+        ("search on", f"{data['compute']['search']} (search_device {data['compute']['search_device']}"
+            f"{', index built on ' + data['compute']['index_built_on'] if data['compute']['index_built_on'] else ''})"),
     ]  # fmt: skip
     for key, value in rows:
         typer.echo(f"{key:<14}{value}")

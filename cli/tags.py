@@ -1,11 +1,11 @@
-"""Learned tags: add-tag, tag, tags, scores, tag-examples, remove-examples, remove-tag, propagate, suggest, explain."""
+"""Learned tags: add-tag, tag, tags, threshold, scores, tag-examples, remove-examples, remove-tag, propagate, suggest, explain."""
 
 from __future__ import annotations
 
-import csv
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
+from urllib.parse import quote
 
 import typer
 
@@ -17,6 +17,12 @@ METHOD_HELP = (
 )
 
 
+def _list_file(path: Path) -> list[str]:
+    from tagstore import api
+
+    return api.read_list_file(path)
+
+
 def add_tag(
     name: str = typer.Argument(..., help="Tag name (any text; quote it in the shell)."),
     examples: list[str] = typer.Option([], "--examples", "-e", help="Positive example: id, stored path or audio file (repeatable)."),
@@ -25,24 +31,72 @@ def add_tag(
     negatives_file: Optional[Path] = typer.Option(None, "--negatives-file", help="File with one negative per line."),
     method: Optional[str] = typer.Option(None, "--method", "-m", help=METHOD_HELP),
     add: bool = typer.Option(False, "--add", help="Also ingest example files that are not in the store."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Predict tracks whose calibrated probability reaches this (kept by later refits)."
+    ),
+    precision: Optional[float] = typer.Option(
+        None, "--precision", help="Lowest threshold whose expected precision (cross-validated) reaches this."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
 ) -> None:
     """Learn a tag from a few examples (run again to add examples) and score every track."""
-    from tagstore import api
+    pos = list(examples) + (_list_file(examples_file) if examples_file else [])
+    neg = list(negatives) + (_list_file(negatives_file) if negatives_file else [])
+    body = {"examples": [common.local_ref(p) for p in pos], "negatives": [common.local_ref(n) for n in neg],
+            "method": method, "add_files": add}  # fmt: skip
+    # a threshold rule is set in-process (the server's route does not take one)
+    local = threshold is not None or precision is not None
+    data = None if local else common.via_server("POST", "/api/tags/" + quote(name, safe=""), body=body)
+    if data is None:
+        from tagstore import api
 
-    pos = list(examples) + (api.read_list_file(examples_file) if examples_file else [])
-    neg = list(negatives) + (api.read_list_file(negatives_file) if negatives_file else [])
-    with common.open_store() as store:
-        summary = api.add_tag(store, name, pos, neg, method=method, add_files=add)
+        with common.open_store() as store:
+            data = api.add_tag(store, name, pos, neg, method=method, add_files=add, threshold=threshold,
+                               precision=precision).to_dict()  # fmt: skip
+    summary = SimpleNamespace(**data)
     if json_out:
-        common.echo_json(summary.to_dict())
+        common.echo_json(data)
     else:
-        ap = "n/a" if summary.cv_ap is None else f"{summary.cv_ap:.3f}"
         typer.echo(
             f"tag {summary.name}: {summary.n_pos} positive, {summary.n_neg} negative examples, {summary.method}; "
-            f"{summary.predicted} of {summary.scored} tracks predicted (threshold {summary.threshold:.3f}, "
-            f"cross-validated AP {ap}) in {summary.fit_s:.2f} s"
+            f"{summary.predicted} of {summary.scored} tracks predicted ({_decision(summary)}) in {summary.fit_s:.2f} s"
         )
+
+
+def _num(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _decision(s) -> str:  # type: ignore[no-untyped-def]
+    """``rule f1, p >= 0.042, expected precision 0.80 / recall 0.60, cross-validated AP 0.47 ± 0.32``."""
+    from tagstore.tags.views import rule_text
+
+    text = f"rule {rule_text(s.rule, s.rule_value)}, p >= {_num(s.threshold_p)}"
+    if s.kind == "learned":
+        text += (f", expected precision {_num(s.expected_precision, '.2f')} / recall {_num(s.expected_recall, '.2f')}"
+                 f", cross-validated AP {_num(s.cv_ap)} ± {_num(s.cv_ap_std)}")  # fmt: skip
+    return text
+
+
+def threshold(
+    name: str = typer.Argument(..., help="Tag name (learned, or a model tag such as musicnn:rock)."),
+    value: Optional[float] = typer.Argument(
+        None, help="Probability from which a track is predicted (none: back to the default rule)."
+    ),
+    precision: Optional[float] = typer.Option(
+        None, "--precision", help="Learned tags: the lowest threshold whose expected precision reaches this."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the tag summary as JSON."),
+) -> None:
+    """Set a tag's threshold (kept by later refits and ingests) and recompute which tracks carry it."""
+    from tagstore import api
+
+    with common.open_store() as store:
+        s = api.threshold(store, name, value, precision)
+    if json_out:
+        common.echo_json(s.to_dict())
+    else:
+        typer.echo(f"tag {s.name}: {s.predicted} of {s.scored} tracks predicted ({_decision(s)})")
 
 
 def tag(
@@ -51,32 +105,51 @@ def tag(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Score tracks added since the tags were learned (incremental), or all with --all."""
-    from tagstore import api
+    result = common.via_server("POST", "/api/tag", body={"names": names or None, "all": all_tracks})
+    if result is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        result = api.tag(store, names or None, all_tracks=all_tracks)
+        with common.open_store() as store:
+            result = api.tag(store, names or None, all_tracks=all_tracks)
     if json_out:
         common.echo_json(result)
     else:
         typer.echo(f"scored {result['tracks']} tracks for {result['tags']} tags in {result['seconds']:.2f} s")
 
 
+TAG_COLUMNS = ["name", "kind", "method", "n_pos", "n_neg", "threshold", "cv_ap", "predicted", "scored", "trained_at",
+               "rule", "rule_value", "threshold_p", "expected_precision", "expected_recall", "cv_ap_std"]
+SCORE_COLUMNS = ["rank", "id", "path", "title", "artist", "duration_s", "score", "predicted", "probability"]
+KINDS = ("learned", "model")
+
+
 def tags(
     kind: Optional[str] = typer.Option(None, "--kind", help="Only 'learned' or 'model' tags."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
 ) -> None:
-    """List tags: kind, examples, method, threshold, predicted count, cross-validated AP."""
-    from tagstore import api
+    """List tags: kind, examples, method, threshold rule and probability, expected precision / recall at it,
+    predicted count, cross-validated AP ± its spread over folds."""
+    from tagstore.tags.views import rule_text
 
-    with common.open_store() as store:
-        found = api.tags(store, kind=kind)
-    if json_out:
-        common.echo_json([t.to_dict() for t in found])
-        return
-    common.table(
-        [(t.name, t.kind, t.method, t.n_pos, t.n_neg, t.threshold, t.cv_ap, f"{t.predicted}/{t.scored}") for t in found],
-        ["tag", "kind", "method", "pos", "neg", "threshold", "cv AP", "predicted"],
-    )
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
+    if kind is not None and kind not in KINDS:
+        raise typer.BadParameter(f"--kind {kind!r} is not a kind of tag; choose learned or model")
+    data = common.via_server("GET", "/api/tags", {"kind": kind})
+    if data is None:
+        from tagstore import api
+
+        with common.open_store() as store:
+            data = [t.to_dict() for t in api.tags(store, kind=kind)]
+    found = [SimpleNamespace(**t) for t in data]
+    common.emit([{c: t[c] for c in TAG_COLUMNS} for t in data], fmt, TAG_COLUMNS,
+                [(t.name, t.kind, t.method, t.n_pos, t.n_neg, rule_text(t.rule, t.rule_value), _num(t.threshold_p),
+                  _num(t.expected_precision, ".2f"), _num(t.expected_recall, ".2f"), f"{t.predicted}/{t.scored}",
+                  "n/a" if t.cv_ap is None else f"{t.cv_ap:.3f} ± {_num(t.cv_ap_std)}") for t in found],
+                ["tag", "kind", "method", "pos", "neg", "rule", "p >=", "exp. precision", "exp. recall", "predicted",
+                 "cv AP"])  # fmt: skip
 
 
 def scores(
@@ -85,27 +158,30 @@ def scores(
     all_rows: bool = typer.Option(False, "--all", help="Every scored track."),
     predicted: bool = typer.Option(False, "--predicted", help="Only tracks predicted to carry the tag."),
     no_examples: bool = typer.Option(False, "--no-examples", help="Leave out the tag's own examples."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
-    csv_out: bool = typer.Option(False, "--csv", help="Print CSV."),
-    m3u: bool = typer.Option(False, "--m3u", help="Print an M3U playlist."),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
+    m3u: bool = common.M3U,
 ) -> None:
     """Tracks by score for a tag, best first."""
-    from tagstore import api
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out, m3u=m3u)
+    data = common.via_server("GET", f"/api/tags/{quote(name, safe='')}/scores",
+                             {"top": top, "all": all_rows, "predicted": predicted, "no_examples": no_examples})  # fmt: skip
+    if data is None:
+        from tagstore import api
 
-    with common.open_store() as store:
-        rows = api.scores(store, name, top=None if all_rows else top, predicted_only=predicted,
-                          exclude_examples=no_examples)  # fmt: skip
-    if json_out:
-        common.echo_json([r.to_dict() for r in rows])
-    elif csv_out:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["rank", "id", "score", "predicted", "path"])
-        writer.writerows([(r.rank, r.id, f"{r.score:.6f}", int(r.predicted), r.path) for r in rows])
-    elif m3u:
-        common.m3u((r.path, r.duration_s, f"{name} {r.score:.3f}") for r in rows)
-    else:
-        common.table([(r.rank, r.id, r.score, "yes" if r.predicted else "", r.artist, r.title, r.path) for r in rows],
-                     ["#", "id", "score", "tagged", "artist", "title", "path"])  # fmt: skip
+        with common.open_store() as store:
+            data = [r.to_dict() for r in api.scores(store, name, top=None if all_rows else top,
+                                                    predicted_only=predicted, exclude_examples=no_examples)]  # fmt: skip
+    rows = [SimpleNamespace(**r) for r in data]
+    if fmt == "m3u":
+        common.m3u((r.path, r.duration_s, r.artist, r.title) for r in rows)
+        return
+    common.emit(data, fmt, SCORE_COLUMNS,
+                [(r.rank, r.id, r.score, _num(getattr(r, "probability", None)), "yes" if r.predicted else "", r.artist,
+                  common.title_of(r.title, r.path), r.path) for r in rows],
+                ["#", "id", "score", "p", "tagged", "artist", "title", "path"])  # fmt: skip
 
 
 def tag_examples(name: str = typer.Argument(...), json_out: bool = typer.Option(False, "--json")) -> None:
@@ -141,36 +217,43 @@ def remove_tag(name: str = typer.Argument(...)) -> None:
     typer.echo(f"removed tag {name!r}")
 
 
-def _listing(rows: list[dict], json_out: bool, extra: str) -> None:
-    if json_out:
-        common.echo_json(rows)
-    else:
-        common.table([(r["id"], r["score"], r.get(extra) if not isinstance(r.get(extra), list)
-                       else ",".join(map(str, r[extra])), r["path"]) for r in rows], ["id", "score", extra, "path"])  # fmt: skip
+def _listing(rows: list[dict], fmt: str | None, extra: str) -> None:
+    columns = ["id", "score", extra, "path"]
+    common.emit([{c: r.get(c) for c in columns} for r in rows], fmt, columns,
+                [(r["id"], r["score"], ",".join(map(str, r[extra])) if isinstance(r.get(extra), list) else r.get(extra),
+                  r["path"]) for r in rows], columns)  # fmt: skip
 
 
 def propagate(
     name: str = typer.Argument(...),
     k: int = typer.Option(10, "-k", help="Neighbours per positive example."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
 ) -> None:
     """Suggest the tag for the nearest neighbours of its positive examples (stored as suggestions)."""
     from tagstore import api
 
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
     with common.open_store() as store:
-        _listing(api.propagate(store, name, k=k), json_out, "sources")
+        _listing(api.propagate(store, name, k=k), fmt, "sources")
 
 
 def suggest(
     name: str = typer.Argument(...),
     n: int = typer.Option(10, "-n", help="Number of tracks."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = common.JSON,
+    nl_out: bool = common.NL,
+    csv_out: bool = common.CSV,
+    tsv_out: bool = common.TSV,
 ) -> None:
     """Tracks worth labelling next for a tag (near its threshold, and unlike each other)."""
     from tagstore import api
 
+    fmt = common.output_format(json=json_out, nl=nl_out, csv=csv_out, tsv=tsv_out)
     with common.open_store() as store:
-        _listing(api.suggest(store, name, n=n), json_out, "threshold")
+        _listing(api.suggest(store, name, n=n), fmt, "threshold")
 
 
 def explain(
@@ -197,5 +280,6 @@ def explain(
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (add_tag, tag, tags, scores, tag_examples, remove_examples, remove_tag, propagate, suggest, explain):
+    for fn in (add_tag, tag, tags, threshold, scores, tag_examples, remove_examples, remove_tag, propagate, suggest,
+               explain):  # fmt: skip
         app.command(fn.__name__.replace("_", "-"))(fn)

@@ -12,7 +12,7 @@ from typing import Any
 
 from tagstore.errors import VectorIndexError
 
-__all__ = ["DEVICES", "resolve_device", "gpu_supported", "to_gpu", "to_cpu"]
+__all__ = ["DEVICES", "resolve_device", "search_compute", "gpu_supported", "to_gpu", "to_cpu"]
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -46,6 +46,31 @@ def resolve_device(device: str) -> str:
             "use device 'cpu' or 'auto', or install the `gpu` extra on a machine with a CUDA GPU"
         )
     return "cpu"
+
+
+def search_compute(device: str, factory: str) -> str:
+    """Where an index of ``factory`` opened with ``device`` would search: ``"faiss-cuda"`` when FAISS sees a
+    GPU, else ``"torch-cuda"`` for a Flat index when torch sees CUDA (:mod:`.torch_exact`), else ``"faiss-cpu"``.
+
+    ``"cpu"`` always gives ``"faiss-cpu"``; ``"cuda"`` raises when neither GPU path applies.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return "faiss-cpu"
+    gpu_factory = factory == "Flat" or factory.startswith("IVF")
+    if num_gpus() > 0 and gpu_factory:
+        return "faiss-cuda"
+    from .torch_exact import torch_cuda_available
+
+    if factory == "Flat" and torch_cuda_available():
+        return "torch-cuda"
+    if device == "cuda":
+        raise VectorIndexError(
+            f"device 'cuda' was asked for but neither FAISS (no GPU build or no GPU) nor torch (no CUDA) can search "
+            f"a {factory!r} index on a GPU; use device 'cpu' or 'auto', or install the `gpu` extra"
+        )
+    return "faiss-cpu"
 
 
 def gpu_supported(index: Any) -> bool:

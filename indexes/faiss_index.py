@@ -64,6 +64,7 @@ class FaissIndex:
         self._factory = factory
         self._device = device
         self._source = source  # (path, size, mtime_ns) while the vector data is mmapped from a file
+        self._torch: Any = None  # a TorchExact copy that serves searches (see use_torch), dropped on writes
 
     # --- facts ------------------------------------------------------------------------------
 
@@ -86,6 +87,11 @@ class FaissIndex:
     def device(self) -> str:
         """``"cpu"`` or ``"cuda"`` (where searches and adds run)."""
         return self._device
+
+    @property
+    def compute(self) -> str:
+        """Where searches run: ``"faiss-cpu"``, ``"faiss-cuda"`` or ``"torch-<device>"`` (:meth:`use_torch`)."""
+        return f"torch-{self._torch.device.type}" if self._torch is not None else f"faiss-{self._device}"
 
     @property
     def is_trained(self) -> bool:
@@ -130,6 +136,26 @@ class FaissIndex:
     def ids(self) -> np.ndarray:
         """All stored ids, int64 of shape (ntotal,), in insertion order."""
         return faiss_module().vector_to_array(self._index.id_map).astype(np.int64, copy=False)
+
+    def vectors(self) -> np.ndarray:
+        """All stored (unit) vectors, float32 ``(ntotal, dim)`` in the order of :meth:`ids` (Flat only)."""
+        faiss = faiss_module()
+        inner = faiss.downcast_index(self._cpu().index)
+        if not isinstance(inner, faiss.IndexFlat):
+            raise VectorIndexError(f"factory {self._factory!r} does not keep its vectors; only 'Flat' does")
+        if self.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.dim).reshape(self.ntotal, self.dim).copy()
+
+    def use_torch(self, device: str = "cuda", chunk_rows: int | None = None) -> None:
+        """Serve searches from a torch copy of the vectors on ``device`` (exact, same results as Flat).
+
+        The fallback for a CUDA machine without a GPU build of FAISS; see :mod:`tagstore.indexes.torch_exact`.
+        A write (add, remove) drops the copy and searches return to FAISS.
+        """
+        from .torch_exact import TorchExact
+
+        self._torch = TorchExact(self.ids(), self.vectors(), device=device, chunk_rows=chunk_rows)
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -208,6 +234,8 @@ class FaissIndex:
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         rows = _unit_rows(queries, self.dim, "queries")
+        if self._torch is not None:
+            return self._torch.search(rows, k, include_ids, exclude_ids)
         scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
         labels = np.full((len(rows), k), -1, dtype=np.int64)
         selector, limit = _selector(include_ids, exclude_ids)
@@ -291,6 +319,7 @@ class FaissIndex:
 
     def _writable(self) -> None:
         """Replace mmapped (read-only) vector data by an in-memory copy read from the same file."""
+        self._torch = None  # the torch copy would go stale
         if self._source is None:
             return
         path, size, mtime_ns = self._source
@@ -402,11 +431,14 @@ def load(
     file sequentially into the page cache, unless the checksum just did (see
     :func:`tagstore.indexes.files.prefetch`: FAISS maps with ``MADV_RANDOM``, so a cold mapped file
     would be read page by page). ``device`` defaults to ``"cpu"``: for a few queries, copying the
-    index to a GPU costs more than searching it on the CPU.
+    index to a GPU costs more than searching it on the CPU. ``"auto"``/``"cuda"`` without a GPU build of
+    FAISS search a Flat index on CUDA through torch when torch sees a GPU (:meth:`FaissIndex.use_torch`).
     """
     faiss = faiss_module()
     path = Path(path)
-    resolved = devices.resolve_device(device)
+    # Without a FAISS GPU, "auto"/"cuda" may still search a Flat index on CUDA through torch (below).
+    torch_fallback = device != "cpu" and devices.num_gpus() == 0
+    resolved = "cpu" if torch_fallback else devices.resolve_device(device)
     try:
         stat = os.stat(path)
     except FileNotFoundError:
@@ -434,6 +466,8 @@ def load(
     if resolved == "cuda" and devices.gpu_supported(index):
         result._index, result._gpu_resources = devices.to_gpu(index)
         result._cpu_copy, result._device = index, "cuda"
+    elif torch_fallback and devices.search_compute(device, factory) == "torch-cuda":
+        result.use_torch("cuda")
     elif device == "cuda":
         raise VectorIndexError(f"factory {factory!r} has no GPU implementation in FAISS; use device 'cpu'")
     return result

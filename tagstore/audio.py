@@ -8,8 +8,10 @@ Samples are float32 in [-1, 1] (integer formats are scaled), downmixed to mono b
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,8 @@ def _soxr() -> Any:
 __all__ = [
     "AUDIO_EXTENSIONS",
     "AudioInfo",
+    "check_file",
+    "display_path",
     "file_hash",
     "is_audio_path",
     "load",
@@ -44,6 +48,7 @@ __all__ = [
     "resample",
     "stream",
     "stream_multi",
+    "to_wav",
 ]
 
 # Extensions soundfile is tried first for; everything else goes to PyAV first.
@@ -55,6 +60,8 @@ AUDIO_EXTENSIONS: frozenset[str] = _SOUNDFILE_EXTENSIONS | frozenset(
 )
 """Lower-case file extensions (with the dot) treated as audio when walking folders."""
 
+MIN_SAMPLE_RATE = 1000
+"""Below this rate (Hz) a file is not audio (a damaged header, or data with an audio extension)."""
 _SUPPORTED = "supported formats: " + ", ".join(sorted(e.lstrip(".") for e in AUDIO_EXTENSIONS))
 _META_KEYS = ("title", "artist", "album", "genre")
 # Tag keys for formats whose mutagen "easy" interface has no common names (ASF/WMA).
@@ -92,13 +99,46 @@ def is_audio_path(path: str | os.PathLike[str]) -> bool:
 # --- probe --------------------------------------------------------------------------------------
 
 
-def _check_path(path: str | os.PathLike[str]) -> str:
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as printable text: bytes of a non-UTF-8 name shown as ``\\xNN`` escapes."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def check_file(path: str | os.PathLike[str]) -> os.stat_result:
+    """The stat of a regular, non-empty file with a UTF-8 name, or the AudioError that says what it is instead.
+
+    Broken links, link loops, folders, FIFOs and devices are refused without opening them (a FIFO would block).
+    """
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise PathNotFoundError(f"no such file: {p}; check the path")
-    if not os.path.isfile(p):
-        raise NotAudioError(f"{p} is not a file; give an audio file ({_SUPPORTED})")
-    return p
+    shown = display_path(p)
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotAudioError(f"{shown} is a symbolic link loop; fix or remove the link") from None
+        if os.path.islink(p):
+            target = display_path(os.readlink(p))
+            raise PathNotFoundError(f"{shown} is a broken symbolic link (to {target}); fix or remove the link") from None
+        if exc.errno == errno.ENOENT:
+            raise PathNotFoundError(f"no such file: {shown}; check the path") from None
+        raise NotAudioError(f"cannot read {shown}: {exc.strerror}; check its permissions") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise NotAudioError(f"{shown} is {kind}, not an audio file; give an audio file ({_SUPPORTED})")
+    if shown != p:
+        raise NotAudioError(f"{shown} has a file name that is not valid UTF-8; rename it (e.g. with convmv)")
+    if st.st_size == 0:
+        raise EmptyAudioError(f"{shown} is an empty file (0 bytes); remove it or replace it with a complete copy")
+    return st
+
+
+def _check_path(path: str | os.PathLike[str]) -> str:
+    check_file(path)
+    return os.fspath(path)
 
 
 def _probe_soundfile(path: str) -> AudioInfo:
@@ -137,8 +177,10 @@ def _probe_pyav(path: str) -> AudioInfo:
 
 
 def _decoder_errors() -> tuple[type[BaseException], ...]:
-    import av
-
+    try:
+        import av
+    except ModuleNotFoundError:  # without PyAV (a minimal set-up such as benchmarks/gpu_check.sh) soundfile's formats still work
+        return (_sf().SoundFileError, EOFError, ModuleNotFoundError)
     return (_sf().SoundFileError, av.error.FFmpegError, EOFError)
 
 
@@ -162,6 +204,10 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
             continue
     if info is None:
         raise NotAudioError(f"{p} cannot be read as audio; {_SUPPORTED}")
+    if info.sample_rate < MIN_SAMPLE_RATE:
+        raise NotAudioError(
+            f"{p} has a sample rate of {info.sample_rate} Hz; audio needs at least {MIN_SAMPLE_RATE} Hz (damaged header?)"
+        )
     if info.frames == 0 or info.duration_s <= 0:
         raise EmptyAudioError(f"{p} contains no audio samples; remove it or replace it with a complete copy")
     return info
@@ -305,6 +351,37 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     if sr_in == sr_out:
         return x
     return np.asarray(_soxr().resample(x, sr_in, sr_out, quality="HQ"), dtype=np.float32)
+
+
+def to_wav(path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> int:
+    """Decode ``path`` (streamed, any format :func:`probe` reads) into ``dest`` as mono 16-bit PCM WAV at the
+    native rate, for players that cannot play the original; returns the number of samples written.
+
+    The samples are spooled to an anonymous temporary file (the header needs their count), then written
+    with the header through :func:`tagstore.fileio.atomic_write`, so ``dest`` is whole or absent.
+    """
+    import struct
+    import tempfile
+
+    rate = probe(path).sample_rate
+    with tempfile.TemporaryFile() as spool:
+        count = 0
+        for chunk in stream(path, rate):
+            pcm = np.round(np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2")
+            spool.write(pcm.tobytes())
+            count += pcm.shape[0]
+        size = 2 * count
+        header = b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE" + b"fmt " + struct.pack(
+            "<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16) + b"data" + struct.pack("<I", size)  # fmt: skip
+
+        def content(sink: Any) -> None:
+            sink.write(header)
+            spool.seek(0)
+            while block := spool.read(fileio.CHUNK):
+                sink.write(block)
+
+        fileio.atomic_write(dest, content)
+    return count
 
 
 # --- tags and digests ---------------------------------------------------------------------------

@@ -26,8 +26,13 @@ WEIGHTS_ENV = "TAGSTORE_WEIGHTS_DIR"
 THREADS_ENV = "TAGSTORE_THREADS"
 EMBEDDERS_ENV = "TAGSTORE_EMBEDDERS"
 INDEX_ENV = "TAGSTORE_INDEX"
+SEARCH_DEVICE_ENV = "TAGSTORE_SEARCH_DEVICE"
+SEARCH_DEVICES = ("cpu", "auto", "cuda")
 
-DEFAULT_EMBEDDERS = "dsp"
+DEFAULT_EMBEDDERS = "dsp,musicnn:layer=penultimate,aisfx"
+"""`init`'s layout when none is named: the best offline layout measured on real audio (benchmarks/realset.py,
+benchmarks/README.md); its weights come from PyPI on first use."""
+MAX_THREADS = 1024
 DEFAULT_INDEX = "auto"
 
 
@@ -78,6 +83,8 @@ def parse_threads(raw: object, where: str, error: type[TagstoreError] = ConfigEr
         raise error(f"{where}: threads must be a whole number, got {raw!r}") from None
     if n < 1:
         raise error(f"{where}: threads must be at least 1, got {n}")
+    if n > MAX_THREADS:
+        raise error(f"{where}: threads must be at most {MAX_THREADS}, got {n}")
     return n
 
 
@@ -104,15 +111,71 @@ def read_config_file(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
+KEYS: dict[str, tuple[type, str | None, str]] = {
+    "store": (str, STORE_ENV, "the store folder (--store)"),
+    "weights_dir": (str, WEIGHTS_ENV, "the weights cache (models fetch/import)"),
+    "threads": (int, THREADS_ENV, "compute threads for the models"),
+    "embedders": (str, EMBEDDERS_ENV, "init --embedders"),
+    "index": (str, INDEX_ENV, "init --index"),
+    "write_field": (str, "TAGSTORE_WRITE_FIELD", "write --field"),
+    "write_source": (str, None, "write --source: learned, model or both"),
+    "min_score": (float, None, "write --min-score"),
+    "export_format": (str, None, "export --format: csv, json, nl or parquet"),
+    "search_device": (str, SEARCH_DEVICE_ENV, "where the index searches: cpu, auto or cuda"),
+}
+"""Every key the config file may hold: its type, its environment variable (if any) and what it sets."""
+
+DEFAULTS: dict[str, Any] = {
+    "write_field": "TAGSTORE", "write_source": "learned", "min_score": None,
+    "export_format": "csv", "search_device": "cpu",
+}  # fmt: skip
+CHOICES = {"write_source": ("learned", "model", "both"), "export_format": ("csv", "json", "nl", "parquet"),
+           "search_device": SEARCH_DEVICES}  # fmt: skip
+
+
+def _typed(key: str, value: Any, where: str) -> Any:
+    """``value`` as the type of ``key``; ConfigError naming the key and ``where`` otherwise."""
+    kind = KEYS[key][0]
+    if isinstance(value, bool) or (kind is str and not isinstance(value, str)):
+        raise ConfigError(f"{where}: key {key!r} must be {'text' if kind is str else 'a number'}, got {value!r}")
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: key {key!r} must be {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
+    if kind is int and (isinstance(value, float) or out < 1):
+        raise ConfigError(f"{where}: key {key!r} must be a whole number of at least 1, got {value!r}")
+    if key == "threads":
+        out = parse_threads(out, f"{where}: key 'threads'")  # also at most MAX_THREADS
+    if key in CHOICES and out not in CHOICES[key]:
+        raise ConfigError(f"{where}: key {key!r} is not valid: {key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    return out
+
+
+def check_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The config file's keys, checked: an unknown key or a value of the wrong kind is a ConfigError naming it."""
+    unknown = sorted(set(table) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(KEYS)}")
+    return {key: _typed(key, value, where) for key, value in table.items()}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the edge resolves: the store folder, the weights cache, model threads and init defaults."""
+    """Everything the edge resolves: the store folder, the weights cache, model threads and every default a
+    flag has (each a key of the config file, :data:`KEYS`)."""
 
     store: Path
     weights_dir: Path
     threads: int
     embedders: str
     index: str
+    write_field: str = "TAGSTORE"
+    write_source: str = "learned"
+    min_score: float | None = None
+    export_format: str = "csv"
+    search_device: str = "cpu"
+    """Where the index searches: ``cpu`` (default: a few CLI queries cost less than copying to a GPU),
+    ``auto`` (a GPU when FAISS or torch sees one) or ``cuda``; see :func:`tagstore.indexes.devices.search_compute`."""
 
     @classmethod
     def resolve(cls, flags: Mapping[str, Any] | None = None, file: Mapping[str, Any] | None = None) -> Settings:
@@ -121,29 +184,42 @@ class Settings:
         unknown = set(flags) - {f.name for f in fields(cls)}
         if unknown:
             raise TypeError(f"unknown settings {sorted(unknown)}")
-        table = read_config_file() if file is None else dict(file)
         where = f"config file {config_path()}"
+        table = check_table(read_config_file() if file is None else dict(file), where)
 
-        def pick(key: str, env: str | None) -> Any:
+        def pick(key: str) -> Any:
             if flags.get(key) is not None:
                 return flags[key]
+            env = KEYS[key][1]
             if env and os.environ.get(env, "").strip():
-                return os.environ[env].strip()
-            if table.get(key) is not None:
-                value = table[key]
-                if not isinstance(value, (str, int)) or isinstance(value, bool):
-                    raise ConfigError(f"{where}: key {key!r} must be text or a number, got {value!r}")
-                return value
-            return None
+                return _typed(key, os.environ[env].strip(), f"${env}")
+            return table.get(key)
 
-        store = pick("store", STORE_ENV)
-        weights = pick("weights_dir", WEIGHTS_ENV)
-        threads = pick("threads", THREADS_ENV)
+        store, weights = pick("store"), pick("weights_dir")
+        threads = flags.get("threads")
+        threads = parse_threads(threads, "--threads") if threads is not None else (
+            table["threads"] if "threads" in table and not os.environ.get(THREADS_ENV, "").strip() else default_threads())
+        rest = {key: pick(key) for key in DEFAULTS}
         return cls(
             store=Path(str(store)).expanduser() if store is not None else default_store(),
             weights_dir=Path(str(weights)).expanduser() if weights is not None else default_weights_dir(),
-            threads=parse_threads(threads, where if flags.get("threads") is None else "--threads")
-            if threads is not None else default_threads(),
-            embedders=str(pick("embedders", EMBEDDERS_ENV) or DEFAULT_EMBEDDERS),
-            index=str(pick("index", INDEX_ENV) or DEFAULT_INDEX),
+            threads=threads,
+            embedders=str(pick("embedders") or DEFAULT_EMBEDDERS),
+            index=str(pick("index") or DEFAULT_INDEX),
+            **{key: DEFAULTS[key] if value is None else value for key, value in rest.items()},
         )  # fmt: skip
+
+
+def example_config() -> str:
+    """A config file naming every key with its default (``tagstore config --example``)."""
+    lines = ["# tagstore config: " + str(config_path()), "# flag > environment variable > this file > default", ""]
+    values = {"store": str(default_store()), "weights_dir": str(default_weights_dir()), "threads": usable_cpus(),
+              "embedders": DEFAULT_EMBEDDERS, "index": DEFAULT_INDEX, **DEFAULTS}  # fmt: skip
+    for key, (_, env, what) in KEYS.items():
+        value = values[key]
+        note = f"  # {what}" + (f"; ${env}" if env else "")
+        if value is None:
+            lines.append(f"# {key} = 0.5{note}")
+        else:
+            lines.append(f"{key} = {value!r}{note}" if not isinstance(value, str) else f'{key} = "{value}"{note}')
+    return "\n".join(lines) + "\n"

@@ -37,6 +37,18 @@ class StoreBusyError(StoreError):
     """Another process is writing the store."""
 
 
+class StoreCorruptError(StoreError):
+    """The catalogue file is damaged (DuckDB cannot read it); restore it from a backup."""
+
+
+class StoreDamagedError(StoreError):
+    """A catalogue value or table that is not what tagstore wrote (edited by hand, or a bug)."""
+
+
+class StorageError(StoreError):
+    """A file of the store cannot be written: disk full, file size limit, read-only, permissions."""
+
+
 class EmptyStoreError(StoreError):
     """The store holds no tracks yet."""
 
@@ -76,6 +88,10 @@ class SilentAudioError(AudioError):
     """A file whose samples are all (near) zero."""
 
 
+class NonFiniteAudioError(AudioError):
+    """A file whose samples hold NaN or infinity, or values far beyond full scale."""
+
+
 class TooShortAudioError(AudioError):
     """A file shorter than the minimum an embedder can describe."""
 
@@ -97,6 +113,11 @@ class MissingDependencyError(EmbedderError):
 
 class MissingWeightsError(EmbedderError):
     """Model weights are not in the cache; the message names the command that fetches them."""
+
+    def __init__(self, message: str, bundle: str | None = None) -> None:
+        super().__init__(message)
+        self.bundle = bundle
+        """Name of the weights bundle that is missing (``tagstore models fetch BUNDLE``), when known."""
 
 
 class WeightsDigestError(EmbedderError):

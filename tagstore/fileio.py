@@ -8,14 +8,21 @@ next write of the same file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["Written", "atomic_write", "file_hash", "fsync_dir", "remove_stale_temps"]
+from tagstore.errors import StorageError
+
+__all__ = [
+    "Written", "atomic_write", "ensure_dir", "file_hash", "fsync_dir", "remove_stale_temps", "remove_stale_temps_in",
+    "stale_temps_in", "storage_errors", "write_problem",
+]  # fmt: skip
 
 CHUNK = 1 << 20
 """Bytes read or hashed at a time (1 MiB)."""
@@ -49,7 +56,10 @@ Content = bytes | str | Callable[[_HashingWriter], None]
 """What to write: bytes, text (UTF-8), or a function that writes to the given binary sink."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -68,7 +78,7 @@ def remove_stale_temps(path: Path) -> list[Path]:
         return removed
     for tmp in candidates:
         parts = tmp.name[len(path.name) + 2 : -4].split(".")
-        if len(parts) != 2 or not parts[0].isdigit() or _pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
+        if len(parts) != 2 or not parts[0].isdigit() or pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
             continue
         try:
             tmp.unlink()
@@ -78,8 +88,36 @@ def remove_stale_temps(path: Path) -> list[Path]:
     return removed
 
 
-def atomic_write(path: str | os.PathLike[str], content: Content) -> Written:
+def stale_temps_in(folder: str | os.PathLike[str]) -> list[Path]:
+    """Temp files (``.NAME.PID.HEX.tmp``) in ``folder`` whose writer is gone (killed mid-write)."""
+    found = []
+    try:
+        candidates = list(Path(folder).glob(".*.tmp"))
+    except OSError:
+        return found
+    for tmp in candidates:
+        parts = tmp.name.rsplit(".", 3)
+        if len(parts) == 4 and parts[1].isdigit() and int(parts[1]) != os.getpid() and not pid_alive(int(parts[1])):
+            found.append(tmp)
+    return found
+
+
+def remove_stale_temps_in(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove :func:`stale_temps_in` ``folder`` (derived files get new names, so per-file cleaning misses them)."""
+    removed = []
+    for tmp in stale_temps_in(folder):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def atomic_write(path: str | os.PathLike[str], content: Content, mode: int | None = None) -> Written:
     """Write ``content`` to ``path`` atomically and durably; returns its digest, size and mtime.
+
+    ``mode``: permission bits for the new file (e.g. the old file's, when rewriting one), else the umask's.
 
     On any failure the temp file is removed, ``path`` is untouched and the error (OSError for disk
     problems) propagates for the caller to name.
@@ -99,6 +137,8 @@ def atomic_write(path: str | os.PathLike[str], content: Content) -> Written:
             else:
                 content(sink)
             fh.flush()
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode & 0o7777)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -133,3 +173,57 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+WRITE_ERRNOS = {
+    errno.ENOSPC: "the disk is full; free some space",
+    errno.EFBIG: "the file size limit was reached (ulimit -f); raise the limit",
+    errno.EDQUOT: "the disk quota is exhausted; free some space",
+    errno.EROFS: "the file system is read-only; mount it read-write or copy the store",
+    errno.EACCES: "permission denied; fix the permissions of the store folder",
+    errno.EPERM: "permission denied; fix the permissions of the store folder",
+}
+"""The errors of writing a file that say nothing about the file itself, each with its fix."""
+
+
+def write_problem(text: str) -> str | None:
+    """The fix for a write failure described in ``text`` (a DuckDB message), or None."""
+    low = text.lower()
+    for marker, fix in (("no space left", errno.ENOSPC), ("file too large", errno.EFBIG),
+                        ("disk quota", errno.EDQUOT), ("read-only file system", errno.EROFS),
+                        ("permission denied", errno.EACCES)):  # fmt: skip
+        if marker in low:
+            return WRITE_ERRNOS[fix]
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors(where: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a failed write (disk full, file size limit, read-only, permissions) into one :class:`StorageError`.
+
+    Everything committed before stays: batches and derived files are written atomically.
+    """
+    try:
+        yield
+    except OSError as exc:
+        fix = WRITE_ERRNOS.get(exc.errno or 0)
+        if fix is None:
+            raise
+        name = exc.filename or where
+        raise StorageError(
+            f"cannot write {name}: {fix}, then run the command again (what was committed before is kept)"
+        ) from exc
+
+
+def ensure_dir(path: str | os.PathLike[str]) -> Path:
+    """The derived-files folder ``path``, created when missing; StorageError when something else is there."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.exists() or path.is_symlink():
+        raise StorageError(
+            f"{path} should be a folder of derived files but is a file; move it away (it is recreated)"
+        )
+    with storage_errors(path):
+        path.mkdir(exist_ok=True)
+    return path

@@ -5,7 +5,10 @@ DuckDB transaction, so a killed run leaves whole batches; the next run skips wha
 size and mtime, or same content hash) and carries on. Nothing is duplicated: content hashes are unique.
 
 This module changes the catalogue only; bringing the index in step and scoring learned tags for the
-new tracks is composed by :mod:`tagstore.api`.
+new tracks is composed by :mod:`tagstore.api`. Each batch records that rescoring as pending work in its
+own transaction (:mod:`tagstore.catalogue.pending`), so a kill right after a commit cannot leave new
+tracks unscored: the next writing command completes it. One bad file (damaged, non-finite samples, a
+FIFO, a broken link, a non-UTF-8 name) is a failure of that file; the batch goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tagstore import audio
-from tagstore.catalogue import bump_generation
+from tagstore.catalogue import bump_generation, pending
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.tracks import NewTrack, Track
@@ -32,13 +35,19 @@ BATCH_TRACKS = 32
 BATCH_SECONDS = 10.0
 """A batch is committed after this many tracks or seconds, whichever comes first."""
 MODEL_TAG_THRESHOLD = 0.5
+"""A model tag's threshold when first seen; ``api.add`` then sets each tag's own from the catalogue's scores
+(:func:`tagstore.learning.decision.top_share_thresholds`)."""
+FILE_ERRORS: tuple[type[BaseException], ...] = (TagstoreError, OSError, ValueError, RuntimeError, EOFError, MemoryError)
+"""What decoding or embedding one file may raise because of that file: recorded as its failure, the batch goes on."""
 
 
 @dataclass
 class IngestReport:
-    """What ``add`` did: added ``[{id, path}]``, skipped ``[{path, reason}]``, failed ``[{path, error, reason}]``."""
+    """What ``add`` did: added ``[{id, path}]``, moved ``[{id, old_path, path}]`` (same content, the old path
+    gone: the track keeps its id, tags and examples), skipped ``[{path, reason}]``, failed ``[{path, error, reason}]``."""
 
     added: list[dict[str, Any]] = field(default_factory=list)
+    moved: list[dict[str, Any]] = field(default_factory=list)
     updated: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
@@ -46,6 +55,8 @@ class IngestReport:
     seconds: float = 0.0
     audio_seconds: float = 0.0
     index_version: int | None = None
+    shards: dict[str, int] = field(default_factory=dict)
+    """Bulk ingest (``add --ray``): files embedded into shards this run, files resumed from earlier shards, shards written."""
 
     @property
     def changed(self) -> bool:
@@ -61,18 +72,24 @@ def discover(paths: Sequence[str | Path]) -> list[Path]:
 
     Raises PathNotFoundError, before anything is done, when a given path does not exist.
     """
-    missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
+    if any(not str(p).strip() for p in paths):
+        raise InputError("an empty path was given; name the files or folders to add (use . for this folder)")
+    missing = [str(p) for p in paths if not Path(p).expanduser().exists() and not Path(p).expanduser().is_symlink()]
     if missing:
-        raise PathNotFoundError(f"no such file or folder: {missing[0]}; check the path (nothing was added)")
+        shown = audio.display_path(missing[0])
+        raise PathNotFoundError(f"no such file or folder: {shown}; check the path (nothing was added)")
     out: dict[str, Path] = {}
     for given in paths:
         p = Path(given).expanduser()
-        if p.is_dir():
+        if p.is_symlink() and not p.exists():  # broken link or loop: reported per file by _plan
+            out.setdefault(str(p.absolute()), p.absolute())
+        elif p.is_dir():
             for root, dirs, files in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(files):
                     if not name.startswith(".") and audio.is_audio_path(name):
-                        f = Path(os.path.realpath(os.path.join(root, name)))
+                        link = Path(root, name)
+                        f = link.absolute() if link.is_symlink() and not link.exists() else Path(os.path.realpath(link))
                         out.setdefault(str(f), f)
         else:
             f = Path(os.path.realpath(p))
@@ -98,11 +115,11 @@ def _plan(
     """Yield ``(position, path, content_hash, stat, id_to_update)`` for files to embed; record skips in ``report``."""
     seen: set[str] = set()
     for i, path in enumerate(paths):
-        key = str(path)
+        key = audio.display_path(path)
         try:
-            st = path.stat()
-        except OSError as exc:
-            report.failed.append({"path": key, "error": "PathNotFoundError", "reason": str(exc)})
+            st = audio.check_file(path)  # refuses links to nowhere, FIFOs, devices, empty files, non-UTF-8 names
+        except InputError as exc:
+            report.failed.append({"path": key, "error": type(exc).__name__, "reason": str(exc)})
             continue
         old = known.by_path.get(key)
         if old and old[2] == st.st_size and old[3] == st.st_mtime_ns:
@@ -110,10 +127,15 @@ def _plan(
             continue
         try:
             digest = audio.file_hash(path)
-        except OSError as exc:
-            report.failed.append({"path": key, "error": "OSError", "reason": f"cannot read {key}: {exc}"})
+        except (OSError, InputError) as exc:
+            reason = str(exc) if isinstance(exc, InputError) else f"cannot read {key}: {exc.strerror}"
+            report.failed.append({"path": key, "error": type(exc).__name__, "reason": reason})
             continue
         dup = known.by_hash.get(digest)
+        if dup is not None and dup[1] != key and not os.path.exists(dup[1]) and digest not in seen:
+            seen.add(digest)
+            report.moved.append({"id": dup[0], "old_path": dup[1], "path": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            continue
         if dup is not None or digest in seen:
             where = f"id {dup[0]}, {dup[1]}" if dup else "earlier in this run"
             report.skipped.append({"path": key, "reason": f"same content as a stored track ({where})"})
@@ -129,10 +151,12 @@ def add(
     progress: Progress | None = None,
     batch_tracks: int = BATCH_TRACKS,
     batch_seconds: float = BATCH_SECONDS,
+    decode_workers: int | None = None,
 ) -> IngestReport:
     """Add audio files and folders (recursive) to the catalogue; see the module docstring for guarantees.
 
-    The caller holds the write lock (unless ``dry_run``).
+    ``decode_workers``: processes decoding files ahead of the embedder (default: 2 when an embedder runs
+    on CUDA, else 0: decode in this process). The caller holds the write lock (unless ``dry_run``).
     """
     t0 = time.perf_counter()
     report = IngestReport(dry_run=dry_run)
@@ -140,21 +164,29 @@ def add(
     if dry_run:
         for _, path, _, _, old_id in _plan(files, _known(store), report):
             (report.updated if old_id else report.added).append({"id": old_id, "path": str(path)})
+        for m in report.moved:
+            m.pop("size"), m.pop("mtime_ns")
         report.seconds = time.perf_counter() - t0
         return report
     embedder = store.embedder()
     batch = _Batch(store, embedder)
+    workers = (2 if embedder.uses_cuda else 0) if decode_workers is None else decode_workers
+    planned = _plan(files, _known(store), report)
     try:
-        for i, path, digest, st, old_id in _plan(files, _known(store), report):
+        for (i, path, digest, st, old_id), embedded in embedder.embed_ahead(planned, lambda item: item[1], workers):
+            batch.moves(report)
             if progress:
                 progress(i, len(files), str(path))
             try:
-                vec = embedder.embed_file(path)
+                if isinstance(embedded, TagstoreError):
+                    raise embedded
+                vec = embedded
                 meta = audio.read_metadata(path)
                 info = audio.probe(path)
-            except TagstoreError as exc:
-                batch.failures.append((str(path), type(exc).__name__, str(exc)))
-                report.failed.append({"path": str(path), "error": type(exc).__name__, "reason": str(exc)})
+            except FILE_ERRORS as exc:
+                reason = str(exc) if isinstance(exc, TagstoreError) else f"{path}: cannot be embedded ({exc})"
+                batch.failures.append((str(path), type(exc).__name__, reason))
+                report.failed.append({"path": str(path), "error": type(exc).__name__, "reason": reason})
                 continue
             row = NewTrack(
                 path=str(path), content_hash=digest, size_bytes=st.st_size, mtime_ns=st.st_mtime_ns,
@@ -166,6 +198,7 @@ def add(
             report.audio_seconds += vec.duration_s
             if len(batch.rows) >= batch_tracks or time.monotonic() - batch.started > batch_seconds:
                 batch.commit(report)
+        batch.moves(report)
     finally:
         batch.commit(report)  # an interrupted run keeps what it has embedded
     if progress:
@@ -182,6 +215,16 @@ class _Batch:
         self.rows: list[tuple[NewTrack, int | None, TrackVector]] = []
         self.failures: list[tuple[str, str, str]] = []
         self.started = time.monotonic()
+        self.moved = 0
+
+    def moves(self, report: IngestReport) -> None:
+        """Record the moves found so far (their files keep their ids; nothing to embed)."""
+        todo = report.moved[self.moved:]
+        if todo:
+            with self.store.transaction() as con:
+                for m in todo:
+                    track_sql.move_track(con, m["id"], m["path"], m.pop("size"), m.pop("mtime_ns"))
+            self.moved = len(report.moved)
 
     def commit(self, report: IngestReport) -> None:
         if not self.rows and not self.failures:
@@ -201,6 +244,7 @@ class _Batch:
                 track_sql.record_failure(con, path, error, reason)
             if self.rows:
                 bump_generation(con)
+                pending.add(con, pending.RESCORE)  # learned tags score these tracks after the commit
         self.rows, self.failures = [], []
         self.started = time.monotonic()
 
@@ -228,6 +272,31 @@ def remove(store: Store, refs: Sequence[str | int], dry_run: bool = False) -> li
     with store.transaction() as con:
         track_sql.delete_tracks(con, [t.id for t in tracks])
     return tracks
+
+
+def re_embed_tracks(store: Store, ids: Sequence[int]) -> list[str]:
+    """Re-embed the given tracks from their files (a repair of damaged stored vectors); returns what was done.
+
+    A file that is gone or changed (another content hash) is left, and said so. The caller holds the write lock.
+    """
+    done = []
+    embedder = store.embedder()
+    for tid in ids:
+        track = store.find(int(tid))
+        if track is None:
+            continue
+        try:
+            if audio.file_hash(track.path) != track.content_hash:
+                done.append(f"track {tid}: {track.path} changed since it was added; `tagstore remove {tid}` it")
+                continue
+            vec = embedder.embed_file(track.path)
+        except FILE_ERRORS as exc:
+            done.append(f"track {tid}: cannot re-embed {track.path} ({exc}); `tagstore remove {tid}` it")
+            continue
+        with store.transaction() as con:
+            track_sql.set_vector(con, tid, store.layout.digest, vec.vector)
+        done.append(f"re-embedded track {tid} from {track.path}")
+    return done
 
 
 def re_embed(store: Store, embedders: str | None = None, progress: Progress | None = None) -> TrackEmbedder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,9 +20,16 @@ from tagstore.store import OutsideFile, Store
 from tagstore.tags.examples import check_tag_name, require_learned, require_tag
 
 
+MAX_RESULTS = 1000
+"""The most rows one text or tag search returns."""
+
+log = logging.getLogger("tagstore")
+
+
 @dataclass
 class Hit:
-    """One search result; ``score`` is cosine similarity of index vectors, in [-1, 1]."""
+    """One search result; ``score`` is cosine similarity of index vectors, in [-1, 1] (a tag search: the
+    tag's score; a text search: None)."""
 
     rank: int
     id: int
@@ -30,7 +38,7 @@ class Hit:
     artist: str | None
     album: str | None
     duration_s: float
-    score: float
+    score: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +53,36 @@ class Query:
     path: str | None
 
 
+def _tag_ids(con: Connection, names: Sequence[str]) -> list[int]:
+    return [require_tag(con, name).id for name in names]
+
+
+def text_search(
+    store: Store, text: str, limit: int = 50, offset: int = 0,
+    with_tags: Sequence[str] = (), without_tags: Sequence[str] = (),
+) -> list[Hit]:  # fmt: skip
+    """Tracks whose title, artist, album or path contains every word of ``text`` (case-insensitive), with
+    the tag filters of :func:`similar`; ``score`` is None (the order is artist, album, title)."""
+    if not 1 <= limit <= MAX_RESULTS or offset < 0:
+        raise InputError(f"limit must be between 1 and {MAX_RESULTS} and offset at least 0, got {limit}, {offset}")
+    with store.reader() as con:
+        rows = track_sql.text_search(con, text.split(), limit, offset, _tag_ids(con, with_tags), _tag_ids(con, without_tags))
+    return [Hit(rank, r[0], *r[1:5], duration_s=r[5], score=None) for rank, r in enumerate(rows, start=offset + 1)]
+
+
+def by_tag(
+    store: Store, name: str, limit: int = 50, with_tags: Sequence[str] = (), without_tags: Sequence[str] = ()
+) -> list[Hit]:
+    """Tracks by descending score for a tag (learned or model), with the tag filters of :func:`similar`;
+    ``score`` is the tag's score."""
+    if not 1 <= limit <= MAX_RESULTS:
+        raise InputError(f"limit must be between 1 and {MAX_RESULTS}, got {limit}")
+    with store.reader() as con:
+        tag_id = require_tag(con, check_tag_name(name)).id
+        rows = tag_sql.ranked(con, tag_id, limit, _tag_ids(con, with_tags), _tag_ids(con, without_tags))
+    return [Hit(rank, r[0], *r[1:5], duration_s=r[5], score=float(r[6])) for rank, r in enumerate(rows, start=1)]
+
+
 def tag_filter(
     store: Store, with_tags: Sequence[str], without_tags: Sequence[str]
 ) -> tuple[set[int] | None, set[int]]:
@@ -54,6 +92,9 @@ def tag_filter(
     with store.reader() as con:
         for name in with_tags:
             ids = set(tag_sql.predicted_ids(con, require_tag(con, name).id).tolist())
+            if not ids:
+                log.warning("tag %r predicts no track, so --with-tag %s matches nothing; lower its threshold "
+                            "with `tagstore threshold %s VALUE`", name, name, name)  # fmt: skip
             include = ids if include is None else include & ids
         for name in without_tags:
             excludes |= set(tag_sql.predicted_ids(con, require_tag(con, name).id).tolist())
@@ -115,7 +156,7 @@ def _search(
                 return q, []
         scores, ids = index.search(
             vec,
-            k,
+            max(1, min(k, index.ntotal)),  # never more rows than the index holds
             include_ids=None if include is None else np.asarray(sorted(include), dtype=np.int64),
             exclude_ids=np.asarray(sorted(excludes), dtype=np.int64) if excludes and include is None else None,
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,14 @@ import numpy as np
 from tagstore import catalogue as cat
 from tagstore.catalogue import tracks as track_sql
 from tagstore.catalogue.tracks import Track
-from tagstore.errors import InputError, StoreExistsError, StoreNotFoundError, TrackNotFoundError
+from tagstore.errors import (
+    InputError,
+    StoreDamagedError,
+    StoreExistsError,
+    StoreNotFoundError,
+    TrackNotFoundError,
+)
+from tagstore.fileio import storage_errors
 from tagstore.layout import Layout
 
 if TYPE_CHECKING:
@@ -39,6 +47,15 @@ DEFAULT_FACTORY = "auto"
 """``auto``: the index chosen by catalogue size (:mod:`tagstore.indexes.auto`); else a FAISS factory string."""
 INDEX_SPEC_KEY = "index_factory"
 MEMORY_BUDGET_KEY = "index_memory_budget"
+INIT_WAIT_S = 60.0
+"""How long an `init` waits for another `init` of the same folder to finish."""
+
+
+def _check_new_store(path: Path) -> None:
+    if cat.catalogue_path(path).exists():
+        raise StoreExistsError(f"a store already exists at {path}; use it, or choose another folder")
+    if path.exists() and not path.is_dir():
+        raise StoreExistsError(f"{path} is a file, not a folder; choose a folder for the store")
 
 
 @dataclass(frozen=True)
@@ -64,6 +81,10 @@ class Store:
         self.factory = factory
         self._con = con  # read-only connection kept for a session (see :meth:`session`)
         self._sessions = 0
+        self._con_guard = threading.Lock()
+        self._con_user: int | None = None  # the thread using the session connection, while one does
+        self._con_depth = 0
+        self._con_local = threading.local()  # other threads' cursors on it
         self._writing = False
         self._embedder: TrackEmbedder | None = None
         self._held_index: tuple[Any, Any] | None = None  # (key, index): see hold_index
@@ -81,20 +102,29 @@ class Store:
         from tagstore.embedders.host import TrackEmbedder
 
         path = Path(path).expanduser().absolute()
-        if cat.catalogue_path(path).exists():
-            raise StoreExistsError(f"a store already exists at {path}; use it, or choose another folder")
-        if path.exists() and not path.is_dir():
-            raise StoreExistsError(f"{path} is a file, not a folder; choose a folder for the store")
+        if not str(path).strip("/"):
+            raise InputError("the store path is empty; give a folder for the store")
+        _check_new_store(path)
         embedder = TrackEmbedder.from_spec(embedders, runtime)
         layout = embedder.layout
         if factory != DEFAULT_FACTORY:
             indexes.create(factory, layout.dim, device="cpu")  # refuses a factory FAISS cannot build
-        path.mkdir(parents=True, exist_ok=True)
-        (path / cat.INDEX_DIR).mkdir(exist_ok=True)
         meta = {"layout": layout.to_json(), INDEX_SPEC_KEY: factory, "generation": "0", "created_by": "tagstore"}
         if memory_budget is not None:
             meta[MEMORY_BUDGET_KEY] = str(int(memory_budget))
-        cat.create(path, meta)
+        with storage_errors(path):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise InputError(
+                    f"cannot create the store folder {path}: a part of that path is a file; choose a path under a folder"
+                ) from None
+            # Concurrent inits of one folder: the lock lets one create the catalogue (under a temporary name,
+            # renamed into place); the others wait for it, then find the store and say so.
+            with cat.WriteLock(path).acquire(wait_s=INIT_WAIT_S):
+                _check_new_store(path)
+                (path / cat.INDEX_DIR).mkdir(exist_ok=True)
+                cat.create(path, meta)
         store = cls(path, layout, factory, runtime=runtime, memory_budget=memory_budget)
         store._embedder = embedder
         return store
@@ -111,10 +141,21 @@ class Store:
                 f"no tagstore store at {path}; create one with `tagstore init {path}` or pass --store"
             )
         con = cat.connect(path, read_only=True)
-        layout = Layout.from_json(cat.get_meta(con, "layout") or "[]")
-        factory = cat.get_meta(con, INDEX_SPEC_KEY, "Flat") or "Flat"  # stores from before `auto` are Flat
-        budget = cat.get_meta(con, MEMORY_BUDGET_KEY)
-        return cls(path, layout, factory, con, runtime, int(budget) if budget else None)  # the connection serves a session that follows, else closes
+        with cat.guard(path):
+            text = cat.get_meta(con, "layout") or "[]"
+            factory = cat.get_meta(con, INDEX_SPEC_KEY, "Flat") or "Flat"  # stores from before `auto` are Flat
+            budget = cat.get_meta(con, MEMORY_BUDGET_KEY)
+        try:
+            layout = Layout.from_json(text)
+            if not layout.blocks or layout.dim < 1:
+                raise ValueError("no embedders")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            con.close()
+            raise StoreDamagedError(
+                f"the store {path} records an unreadable embedder layout ({text[:60]!r}: {exc}); "
+                f"restore the store from a backup (`tagstore backup DEST` makes one)"
+            ) from None
+        return cls(path, layout, factory, con, runtime, int(budget) if budget and budget.isdigit() else None)  # the connection serves a session that follows, else closes
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Store]:
@@ -137,7 +178,35 @@ class Store:
         if self._sessions and not self._writing:
             if self._con is None:
                 self._con = cat.connect(self.path, read_only=True)
-            yield self._con
+            me = threading.get_ident()
+            with self._con_guard:
+                mine = self._con_user in (None, me)
+                if mine:
+                    self._con_user, self._con_depth = me, self._con_depth + 1
+            if mine:
+                try:
+                    with cat.guard(self.path):
+                        yield self._con
+                finally:
+                    with self._con_guard:
+                        self._con_depth -= 1
+                        if not self._con_depth:
+                            self._con_user = None
+                return
+            # Another thread is inside the session connection (a DuckDB connection runs one call at a
+            # time): this thread reads through a cursor of its own on the same database, kept while it nests.
+            local = self._con_local
+            held = getattr(local, "cursor", None)
+            cursor = held if held is not None else self._con.cursor()
+            local.cursor, local.depth = cursor, getattr(local, "depth", 0) + 1
+            try:
+                with cat.guard(self.path):
+                    yield cursor
+            finally:
+                local.depth -= 1
+                if not local.depth:
+                    local.cursor = None
+                    cursor.close()
             return
         self.close()
         with cat.reading(self.path) as con:
@@ -163,7 +232,7 @@ class Store:
             yield self
             return
         self.close()
-        with cat.WriteLock(self.path):
+        with storage_errors(self.path), cat.WriteLock(self.path):
             self._writing = True
             try:
                 yield self
@@ -213,10 +282,16 @@ class Store:
             return track
         text = str(ref).strip()
         path = Path(text).expanduser()
-        if text and path.is_file():
+        try:
+            is_file, is_dir = bool(text) and path.is_file(), bool(text) and path.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte
+            raise InputError(f"{text[:60]!r}... is not a usable path ({exc}); give a track id or an audio file") from None
+        if is_file:
             return OutsideFile(str(path.absolute()))
-        if text and path.is_dir():
+        if is_dir:
             raise InputError(f"{text} is a folder; give a track id, a stored path or one audio file")
+        if text and path.exists():
+            raise InputError(f"{text} is not a regular file (a device or a pipe?); give a track id or an audio file")
         raise TrackNotFoundError(
             f"no track {text!r} in the store and no such file; give a catalogue id, a stored path "
             "or an audio file (see `tagstore tracks`)"
@@ -243,6 +318,8 @@ class Store:
                 return found
         if not text:
             return None
+        if len(text) > 4096 or "\x00" in text:
+            return None  # no stored path is that long or holds NUL
         candidates = [text, str(Path(text).expanduser().absolute()), os.path.realpath(os.path.expanduser(text))]
         for cand in dict.fromkeys(candidates):
             found = track_sql.by_path(con, cand)

@@ -99,6 +99,8 @@ def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.delenv("TAGSTORE_STORE", raising=False)
+    # CLI tests build stores with dsp (fast, no weights); the default layout has its own test.
+    monkeypatch.setenv("TAGSTORE_EMBEDDERS", "dsp")
     return CliRunner()
 
 
@@ -111,15 +113,18 @@ def cli(runner, *args: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tests never read or write the user's weights cache: a session cache, holding musicnn's real
-    weights converted by this code when the wheel is at hand (``make test`` downloads it beforehand)."""
+    """Tests never read or write the user's weights cache: a session cache, holding musicnn's and aisfx's
+    real weights converted by this code when their wheels are at hand (``make test`` downloads them)."""
     root = tmp_path_factory.mktemp("weights-cache")
     os.environ["TAGSTORE_WEIGHTS_DIR"] = str(root)
-    wheel = Path(os.environ.get("TAGSTORE_MUSICNN_WHEEL") or Path(__file__).parents[1] / ".cache" / "musicnn-0.1.0-py3-none-any.whl")
-    if wheel.is_file():
-        from tagstore.embedders import pretrained
+    cache = Path(__file__).parents[1] / ".cache"
+    for name, env, wheel_name in (("musicnn", "TAGSTORE_MUSICNN_WHEEL", "musicnn-0.1.0-py3-none-any.whl"),
+                                  ("aisfx", "TAGSTORE_AISFX_WHEEL", "aisfx-0.1.2-py2.py3-none-any.whl")):
+        wheel = Path(os.environ.get(env) or cache / wheel_name)
+        if wheel.is_file():
+            from tagstore.embedders import pretrained
 
-        pretrained.import_file("musicnn", wheel, weights_dir=root)
+            pretrained.import_file(name, wheel, weights_dir=root)
     return root
 
 
@@ -127,3 +132,25 @@ def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _quiet_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests run on 2 shared cores: one BLAS thread each keeps them predictable.
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+ARTISTS = {"tone": "The Harmonics", "chord": "Triad Quartet", "noise": "Static Unit", "clicks": "Metronome Club"}
+
+
+def write_tagged_library(root: Path, n: int = 16) -> Path:
+    """``n`` short FLAC clips of four kinds under ``root``, tagged with artist, title and album (mutagen)."""
+    from mutagen.flac import FLAC
+
+    for i in range(n):
+        kind = KINDS[i % 4]
+        path = write_clip(root / f"{kind}_{i:02d}.flac", kind, seconds=2.0 + 0.25 * (i % 3), seed=100 + i, format="FLAC")
+        tags = FLAC(str(path))
+        tags["title"], tags["artist"], tags["album"] = f"{kind.title()} study {i // 4 + 1}", ARTISTS[kind], f"{kind.title()}s"
+        tags.save()
+    return root
+
+
+@pytest.fixture
+def tagged_library(tmp_path: Path) -> Path:
+    """A folder of 16 tagged FLAC clips of four kinds (see :func:`write_tagged_library`)."""
+    return write_tagged_library(tmp_path / "tagged")

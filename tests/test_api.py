@@ -30,7 +30,8 @@ def test_a_python_session_end_to_end(tmp_path: Path, library: Path) -> None:
     record = api.rebuild(store)
     assert record.count == 12 and api.record_dict(record)["count"] == 12
     removed = api.remove(store, [str(noise[0])])
-    assert [t.id for t in removed] == [noise[0]] and api.info(store)["index"]["count"] == 11
+    assert [t.id for t in removed.tracks] == [noise[0]] and api.info(store)["index"]["count"] == 11
+    assert removed.refitted == ["noisy"] and api.tags(store, kind="learned")[0].n_pos == 1  # it lost an example
 
 
 def test_api_add_composes_what_ingest_alone_does_not(store: Store, library: Path, tmp_path: Path) -> None:
@@ -63,3 +64,34 @@ def test_add_tag_with_outside_files_ingests_them_first(store: Store, library: Pa
     outside = write_clip(tmp_path / "out" / "extra.wav", "noise", 2.0, seed=3)
     summary = api.add_tag(store, "t", examples=["1", str(outside)], add_files=True)
     assert summary.scored == 7 and any(t.path == str(outside.resolve()) for t in api.tracks(store))
+
+
+def test_one_handle_reads_from_many_threads_in_a_session(store: Store, library: Path) -> None:
+    """A server shares one handle; a DuckDB connection runs one call at a time, so other threads get cursors."""
+    import threading
+
+    api.add(store, [library])
+    expected = len(api.tracks(store))
+    errors: list[BaseException] = []
+    counts: list[int] = []
+    start = threading.Barrier(4)
+
+    def read() -> None:
+        try:
+            start.wait()
+            for _ in range(20):
+                with store.reader() as con:  # nested reads in one thread reuse what that thread holds
+                    with store.reader() as inner:
+                        assert inner is con
+                    counts.append(con.execute("SELECT count(*) FROM tracks").fetchone()[0])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    with store.session():
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert counts == [expected] * 80

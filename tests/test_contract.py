@@ -31,6 +31,17 @@ def _musicnn(root: Path) -> Embedder:
     return create("musicnn", {"weights_dir": str(root / "weights"), "device": "cpu", "threads": "1"})
 
 
+def _aisfx(root: Path) -> Embedder:
+    _torch_or_skip()
+    import torch
+    from test_aisfx import fake_wheel
+
+    from tagstore.embedders import pretrained
+
+    pretrained.import_file("aisfx", fake_wheel(root / "fake.whl", torch), unverified=True, weights_dir=root / "weights")
+    return create("aisfx", {"weights_dir": str(root / "weights"), "device": "cpu", "threads": "1"})
+
+
 def _reference_backend(module: str, helper: str, name: str) -> Callable[[Path], Embedder]:
     def build(root: Path) -> Embedder:
         _torch_or_skip()
@@ -46,6 +57,7 @@ def _reference_backend(module: str, helper: str, name: str) -> Callable[[Path], 
 BUILDERS: dict[str, Callable[[Path], Embedder]] = {
     "dsp": lambda root: create("dsp"),
     "musicnn": _musicnn,
+    "aisfx": _aisfx,
     "vggish": _reference_backend("test_vggish", "vggish_weights", "vggish"),
     "openl3": _reference_backend("test_openl3", "openl3_weights", "openl3"),
     "passt": _reference_backend("test_passt", "passt_weights", "passt"),
@@ -76,7 +88,7 @@ def test_embed_shape_dtype_batch_and_repeatable(backend: Embedder) -> None:
     assert emb.window_samples == int(round(emb.window_s * emb.sample_rate)) and emb.hop_samples > 0
     batch = _windows(emb, 3)
     out = emb.embed(batch)
-    assert out.shape == (3, emb.dim) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert out.shape == (3, emb.window_dim) and out.dtype == np.float32 and np.isfinite(out).all()
     rows = np.vstack([emb.embed(batch[i : i + 1]) for i in range(3)])
     np.testing.assert_allclose(out, rows, rtol=1e-4, atol=1e-4 * float(np.abs(out).max()))  # batch == single
     np.testing.assert_array_equal(emb.embed(batch), out)  # repeatable

@@ -73,6 +73,8 @@ def test_metrics_equal_scikit_learn(first) -> None:  # type: ignore[no-untyped-d
         auc = sk.roc_auc_score(y, fit.scores)
         r = by_key[(fit.embedder, fit.method, fit.draw.k, fit.draw.draw, fit.draw.tag)]
         assert r.ap == pytest.approx(ap, abs=1e-12) and r.auc == pytest.approx(auc, abs=1e-12)
+        assert np.isfinite(fit.threshold)  # F1 of the fit's own decision on the test split
+        assert r.f1 == pytest.approx(sk.f1_score(y, fit.scores >= fit.threshold, zero_division=0.0), abs=1e-12)
         per_draw[(fit.embedder, fit.method, fit.draw.k)][fit.draw.draw].append((ap, auc))
     assert {(p.embedder, p.method, p.k) for p in first.curves} == set(per_draw)
     for p in first.curves:
@@ -81,6 +83,7 @@ def test_metrics_equal_scikit_learn(first) -> None:  # type: ignore[no-untyped-d
         assert p.n_tags == len(plan.tags) and p.n_draws == len(draws)
         assert p.ap_mean == pytest.approx(macro[:, 0].mean()) and p.ap_std == pytest.approx(macro[:, 0].std())
         assert p.auc_mean == pytest.approx(macro[:, 1].mean()) and p.auc_std == pytest.approx(macro[:, 1].std())
+        assert 0.0 <= p.f1_mean <= 1.0
 
 
 def test_draws_are_grouped_by_track_and_never_touch_the_test_split(first, corpus: Path) -> None:  # type: ignore[no-untyped-def]
@@ -177,6 +180,8 @@ def test_cli_demo_corpus_then_eval(runner, tmp_path: Path) -> None:  # type: ign
     data = json.loads(res.stdout)
     assert data["report"] == str(report / "index.html") and data["tags"]
     assert {(c["method"], c["k"]) for c in data["curves"]} >= {("prototype", 1), ("ensemble", 2), ("probe", None)}
+    assert all(0.0 <= c["f1_mean"] <= 1.0 for c in data["curves"])
+    assert "F1 at threshold" in (report / "index.html").read_text()
     assert set(data["per_tag_ap"]) == {"dsp/ensemble", "dsp/probe", "dsp/prototype"}
     assert {p.name for p in report.iterdir()} == {"index.html", "macro_ap.png", "macro_auc.png", "eval.json"}
     assert json.loads((report / "eval.json").read_text())["curves"] == data["curves"]
@@ -184,6 +189,7 @@ def test_cli_demo_corpus_then_eval(runner, tmp_path: Path) -> None:  # type: ign
 
     table = cli(runner, "eval", out / "labels.csv", "--shots", "1", "--draws", "1", "--methods", "prototype")
     assert table.exit_code == 0 and table.stdout.split("\n")[0].split()[:3] == ["embedder", "method", "K"]
+    assert "F1 at threshold" in table.stdout.split("\n")[0]
 
 
 @pytest.mark.parametrize("header,row,message", [

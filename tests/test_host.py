@@ -156,3 +156,54 @@ def test_lead_in_zeros_come_before_the_first_window() -> None:
     seen.clear()
     emb.embed_audio(x[:4000], 8000)  # shorter than a window: padded from the clip alone
     assert np.allclose(seen[0][0][:4000], x[:4000], atol=1e-6) and seen[0][0][4000] == seen[0][0][0]
+
+
+def test_lead_out_zeros_come_after_the_track() -> None:
+    """Zeros after the track give one more window when the last frames read past the end (aisfx's framing)."""
+    emb = TrackEmbedder.from_spec("toy")
+    toy = emb.embedders[0]
+    seen: list[np.ndarray] = []
+    toy.embed = lambda w: (seen.append(np.array(w)), np.zeros((len(w), 4), np.float32))[1]  # type: ignore[method-assign]
+    x = np.linspace(0.1, 0.9, 11000, dtype=np.float32)  # 1.375 s: one window (a second needs 12000 samples)
+    emb.embed_audio(x, 8000)
+    assert sum(len(s) for s in seen) == 1
+    seen.clear()
+    toy.lead_out_samples = 1000  # now 12000 samples: a second window, ending in the 1000 zeros
+    emb.embed_audio(x, 8000)
+    windows = np.concatenate(seen)
+    assert windows.shape[0] == 2 and np.all(windows[1, -1000:] == 0) and np.allclose(windows[1, :7000], x[4000:], atol=1e-6)
+    seen.clear()
+    emb.embed_audio(x[:4000], 8000)  # shorter than a window even with the zeros: padded from the clip alone
+    assert np.allclose(seen[0][0][:4000], x[:4000], atol=1e-6) and seen[0][0][4000] == seen[0][0][0]
+
+
+def test_pool_windows() -> None:
+    from tagstore.embedders.base import POOLS, parse_pool, pool_windows
+    from tagstore.errors import EmbedderError
+
+    x = np.array([[1.0, -2.0], [3.0, 4.0], [2.0, 1.0]], np.float32)
+    np.testing.assert_allclose(pool_windows(x, "mean"), [2.0, 1.0])
+    np.testing.assert_allclose(pool_windows(x, "mean+max"), [2.0, 1.0, 3.0, 4.0])
+    np.testing.assert_allclose(pool_windows(x, "mean+std"), [2.0, 1.0, np.std([1, 3, 2]), np.std([-2, 4, 1])], rtol=1e-6)
+    assert pool_windows(x[:1], "mean+std").tolist() == [1.0, -2.0, 0.0, 0.0] and pool_windows(x, "mean+max").dtype == np.float32
+    assert parse_pool("musicnn", "Mean+Max") == "mean+max" and POOLS == {"mean": 1, "mean+max": 2, "mean+std": 2}
+    with pytest.raises(EmbedderError, match="choose mean, mean"):
+        parse_pool("musicnn", "median")
+
+
+def test_aliases_of_weights_bundles_name_a_backend_with_options() -> None:
+    from tagstore.embedders import ALIASES, parse_specs
+    from tagstore.embedders.weights import BUNDLES
+
+    assert parse_specs("vggish-pca,openl3-6144:hop=0.5") == [
+        ("vggish", {"pca": "true"}), ("openl3", {"embedding_size": "6144", "hop": "0.5"})]
+    assert set(ALIASES) == set(BUNDLES) - set(embedders.REGISTRY)  # every bundle listed is a name init accepts
+    with pytest.raises(UnknownEmbedderError, match="named twice"):
+        parse_specs("vggish,vggish-pca")
+
+
+def test_plus_joins_specs_but_not_option_values() -> None:
+    from tagstore.embedders import join_plus
+
+    assert join_plus("dsp+musicnn:layer=penultimate:pool=mean+std+aisfx") == "dsp,musicnn:layer=penultimate:pool=mean+std,aisfx"
+    assert join_plus("vggish-pca+openl3-6144") == "vggish-pca,openl3-6144" and join_plus("musicnn:pool=mean+max") == "musicnn:pool=mean+max"

@@ -72,7 +72,7 @@ def test_missing_path_raises_before_anything_is_added(store: Store, library: Pat
 def test_remove_drops_track_from_catalogue_and_index(store: Store, library: Path) -> None:
     api.add(store, [library])
     removed = api.remove(store, ["3"])
-    assert [t.id for t in removed] == [3]
+    assert [t.id for t in removed.tracks] == [3] and removed.refitted == []
     assert rows(store, "SELECT count(*) FROM tracks WHERE id = 3") == [(0,)]
     assert all(h.id != 3 for h in api.similar(store, 1, k=20)[1])
     assert api.info(store)["index"]["count"] == 11

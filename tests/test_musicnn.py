@@ -130,7 +130,7 @@ def reference(p: dict[str, np.ndarray], logmel: np.ndarray) -> tuple[np.ndarray,
     mid = np.concatenate(layers, -1)  # (n, 187, 753)
     flat = np.stack([mid.max(1), mid.mean(1)], -1).reshape(len(mid), -1)
     pen = bn(np.maximum(bn(flat, 9) @ p["dense/kernel"] + p["dense/bias"], 0), 10)
-    return mid.max(1), pen, 1 / (1 + np.exp(-(pen @ p["dense_1/kernel"] + p["dense_1/bias"])))
+    return mid.max(1), pen, 1 / (1 + np.exp(-(pen @ p["dense_1/kernel"] + p["dense_1/bias"]))), mid.mean(1)
 
 
 def rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -182,14 +182,14 @@ def test_short_clips_are_padded_by_repetition(emb) -> None:  # type: ignore[no-u
 def test_matches_numpy_reference(emb) -> None:  # type: ignore[no-untyped-def]
     """The optimised paths (DFT timbral convs, Toeplitz temporal convs, folded BN) against direct numpy."""
     logmel = emb.logmel(clips(2, seed=2))
-    max_pool, pen, tags = reference(random_params(0), logmel)  # the fake wheel's MSD checkpoint has seed 0
+    max_pool, pen, tags, mean_pool = reference(random_params(0), logmel)  # the fake wheel's MSD checkpoint has seed 0
     for use_dft in (True, False):
         emb._net.use_dft = use_dft
         try:
             out = emb.outputs(logmel=logmel)
         finally:
             emb._net.use_dft = emb.device.type == "cpu"
-        assert rel(out["max_pool"], max_pool) < 1e-5
+        assert rel(out["max_pool"], max_pool) < 1e-5 and rel(out["mean_pool"], mean_pool) < 1e-5
         assert rel(out["penultimate"], pen) < 1e-5
         assert rel(out["tags"], tags) < 1e-5
 
@@ -202,13 +202,57 @@ def test_options_from_spec_strings(weights_dir: Path, torch) -> None:  # type: i
     assert emb.dim == 200 and emb.tag_names[0] == "guitar" and emb.options == {"model": "MTT", "layer": "penultimate"}
     e, tags = emb.embed_tags(clips(2))
     assert e.shape == (2, 200) and tags.shape == (2, 50)
-    bad_options = [({"model": "XYZ"}, "MSD or MTT"), ({"layer": "cnn3"}, "max_pool"), ({"device": "tpu"}, "cpu"),
+    bad_options = [({"model": "XYZ"}, "MSD or MTT"), ({"layer": "cnn3"}, "max_pool, mean_pool, penultimate, taggram"),
+                   ({"pool": "median"}, "mean, mean\\+max, mean\\+std"), ({"device": "tpu"}, "cpu"),
                    ({"threads": "many"}, "whole number"), ({"threads": "0"}, "at least 1")]
     if not torch.cuda.is_available():
         bad_options.append(({"device": "cuda"}, "no CUDA device"))
     for bad, match in bad_options:
         with pytest.raises(EmbedderError, match=match):
             create("musicnn", {**bad, "weights_dir": str(weights_dir)})
+
+
+@pytest.mark.parametrize("model", ["MSD", "MTT"])
+def test_layers_and_pooling_options(weights_dir: Path, torch, model: str) -> None:  # type: ignore[no-untyped-def]
+    """Every layer of both models against the numpy reference; each pooling over a track's windows."""
+    from tagstore.embedders import create, parse_spec
+    from tagstore.embedders.host import TrackEmbedder
+    from tagstore.layout import Block
+
+    def build(spec: str):  # type: ignore[no-untyped-def]
+        name, opts = parse_spec(spec)
+        return create(name, opts, {"weights_dir": str(weights_dir), "threads": 1})
+
+    w = clips(3, seed=4)
+    seed = 0 if model == "MSD" else 1  # the fake wheel's checkpoints
+    base = create("musicnn", {"model": model, "weights_dir": str(weights_dir), "threads": "1"})
+    max_pool, pen, tags, mean_pool = reference(random_params(seed), base.logmel(w))
+    expected = {"max_pool": max_pool, "mean_pool": mean_pool, "penultimate": pen, "taggram": tags}
+    for layer, size in [("max_pool", 753), ("mean_pool", 753), ("penultimate", 200), ("taggram", 50)]:
+        spec = f"musicnn:model={model}:layer={layer}"
+        emb = build(spec)
+        assert (emb.dim, emb.window_dim, emb.options) == (size, size, {"model": model, "layer": layer})
+        e, t = emb.embed_tags(w)
+        assert e.shape == (3, size) and rel(e, expected[layer]) < 1e-5 and rel(t, tags) < 1e-5
+    track = np.tile(clips(1, seed=6)[0], 4)  # 4 x 3.008 s: several windows
+    host_mean = TrackEmbedder([build(f"musicnn:model={model}:layer=penultimate")])
+    windows_pen = host_mean.embedders[0].embed(_track_windows(host_mean.embedders[0], track))
+    for pool, second in [("mean+max", windows_pen.max(0)), ("mean+std", windows_pen.std(0))]:
+        emb = build(f"musicnn:model={model}:layer=penultimate:pool={pool}")
+        assert (emb.dim, emb.window_dim) == (400, 200) and emb.options["pool"] == pool
+        block = Block(**emb.describe())
+        assert block.spec == f"musicnn:layer=penultimate:model={model}:pool={pool}" and block.dim == 400
+        assert build(block.spec).describe() == emb.describe()  # the layout rebuilds it
+        vector = TrackEmbedder([emb]).embed_audio(track, 16000).vector
+        np.testing.assert_allclose(vector, np.concatenate([windows_pen.mean(0), second]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(host_mean.embed_audio(track, 16000).vector, windows_pen.mean(0), rtol=1e-4, atol=1e-5)
+
+
+def _track_windows(emb, track: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    padded = np.concatenate([np.zeros(emb.lead_in_samples, np.float32), track])
+    return np.ascontiguousarray(sliding_window_view(padded, emb.window_samples)[:: emb.hop_samples])
 
 
 def test_windows_after_lead_in_are_the_original_patches(emb) -> None:  # type: ignore[no-untyped-def]

@@ -150,3 +150,15 @@ def test_score_draw_and_aggregate(table):
     table_ap = per_tag_ap(results)[("e", "m")]
     assert table_ap["a"][1] == (pytest.approx(0.7), pytest.approx(0.2))
     assert list(table_ap["a"]) == [1, None]
+
+
+def test_f1_at_the_fits_threshold(table):
+    plan = few_shot_plan(table, shots=(1,), n_draws=1, tags=["common"])
+    y = plan.truth("common")
+    s = np.where(y, 2.0, 0.0)
+    s[np.flatnonzero(~y)[0]] = 1.5  # one negative above the threshold
+    r = score_draw(plan, plan.draws[0], s, "dsp", "probe", threshold=1.0)
+    assert r.f1 == pytest.approx(2 * y.sum() / (2 * y.sum() + 1))
+    assert score_draw(plan, plan.draws[0], s, "dsp", "probe").f1 is None  # no threshold, no F1
+    pts = aggregate([r, Result("dsp", "probe", 1, 1, "common", 1.0, 1.0, 0.5)])
+    assert pts[0].f1_mean == pytest.approx((r.f1 + 0.5) / 2)

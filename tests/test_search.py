@@ -11,7 +11,9 @@ from conftest import rows, write_clip
 from tagstore import api
 from tagstore import catalogue as cat
 from tagstore.errors import (
+    InputError,
     TrackNotFoundError,
+    UnknownTagError,
 )
 from tagstore.layout import normalise_blocks
 from tagstore.store import Store
@@ -57,3 +59,65 @@ def test_query_by_path_and_by_outside_file(store: Store, library: Path, tmp_path
     assert "noise" in Path(hits2[0].path).name  # noise is nearest to noise
     with pytest.raises(TrackNotFoundError, match="no track '9999'"):
         api.similar(store, "9999")
+
+
+# --- text search and a tag's ranking, with tag filters ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tagged_store(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from conftest import write_tagged_library
+
+    root = write_tagged_library(tmp_path_factory.mktemp("search") / "music")
+    write_clip(root / "odd" / "100%_a_b.wav", "noise", seconds=2.0, seed=9)  # wildcard characters in a name
+    store = api.init(root.parent / "store", embedders="dsp")
+    api.add(store, [root])
+    return store
+
+
+def _names(hits) -> list[str]:  # type: ignore[no-untyped-def]
+    return [Path(h.path).name for h in hits]
+
+
+def test_every_word_must_match_some_field(tagged_store) -> None:  # type: ignore[no-untyped-def]
+    store = tagged_store
+    assert sorted(_names(api.search_text(store, "harmonics tone"))) == [f"tone_{i:02d}.flac" for i in (0, 4, 8, 12)]
+    assert sorted(_names(api.search_text(store, "CHORDS quartet"))) == [f"chord_{i:02d}.flac" for i in (1, 5, 9, 13)]
+    assert sorted(_names(api.search_text(store, "noise_0"))) == ["noise_02.flac", "noise_06.flac"]  # the path
+    assert api.search_text(store, "harmonics quartet") == []
+    everything = api.search_text(store, "", limit=100)
+    assert len(everything) == 17 and [h.rank for h in everything] == list(range(1, 18))
+    assert all(h.score is None for h in everything)
+
+
+def test_ordering_and_paging(tagged_store) -> None:  # type: ignore[no-untyped-def]
+    store = tagged_store
+    hits = api.search_text(store, "study", limit=100)
+    keys = [(h.artist or "", h.album or "", h.title or h.path, h.id) for h in hits]
+    assert keys == sorted(keys)
+    page = api.search_text(store, "study", limit=5, offset=5)
+    assert [h.id for h in page] == [h.id for h in hits[5:10]] and page[0].rank == 6
+    for bad in ({"limit": 0}, {"limit": 5000}, {"offset": -1}):
+        with pytest.raises(InputError, match="limit"):
+            api.search_text(store, "x", **bad)
+
+
+def test_like_wildcards_are_plain_characters(tagged_store) -> None:  # type: ignore[no-untyped-def]
+    store = tagged_store
+    assert _names(api.search_text(store, "100%")) == ["100%_a_b.wav"]
+    assert _names(api.search_text(store, "_a_b")) == ["100%_a_b.wav"]
+    assert api.search_text(store, "%%") == [] and api.search_text(store, "e_s") == []  # "_" is no wildcard
+
+
+def test_tag_ranking_and_filters(tagged_store) -> None:  # type: ignore[no-untyped-def]
+    store = tagged_store
+    tones = [str(t.id) for t in api.tracks(store) if Path(t.path).name.startswith("tone_")]
+    api.add_tag(store, "s-tone", examples=tones[:2])
+    ranked = api.tag_tracks(store, "s-tone", limit=17)
+    assert [(h.id, h.score) for h in ranked] == [(s.id, pytest.approx(s.score)) for s in api.scores(store, "s-tone", top=17)]
+    predicted = set(api.predicted_ids(store, "s-tone").tolist())
+    assert {h.id for h in api.search_text(store, "", limit=100, with_tags=["s-tone"])} == predicted
+    assert not predicted & {h.id for h in api.search_text(store, "", limit=100, without_tags=["s-tone"])}
+    assert {h.id for h in api.tag_tracks(store, "s-tone", limit=17, without_tags=["s-tone"])}.isdisjoint(predicted)
+    with pytest.raises(UnknownTagError):
+        api.search_text(store, "", with_tags=["nope"])

@@ -156,7 +156,7 @@ def test_cli_tag_commands(runner, filled: Store) -> None:  # type: ignore[no-unt
     out = cli(runner, *s, "add-tag", "noisy", "-e", noise[0], "-e", noise[1], "--json")
     assert out.exit_code == 0, out.output
     csv_rows = cli(runner, *s, "scores", "noisy", "--csv", "--top", "3").stdout.splitlines()
-    assert csv_rows[0] == "rank,id,score,predicted,path" and len(csv_rows) == 4
+    assert csv_rows[0] == "rank,id,path,title,artist,duration_s,score,predicted,probability" and len(csv_rows) == 4  # the JSON columns
     assert cli(runner, *s, "scores", "noisy", "--m3u").stdout.startswith("#EXTM3U")
     assert "noisy" in cli(runner, *s, "tags").stdout
     bad = cli(runner, *s, "scores", "nope")

@@ -189,6 +189,22 @@ def combined(combined_dir: Path):  # type: ignore[no-untyped-def]
     return TrackEmbedder.from_spec(SPEC)
 
 
+def test_init_takes_the_names_models_list_shows(combined_dir: Path, runner, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``vggish-pca`` and ``openl3-6144`` (bundle names in `models list`) are embedder names for init."""
+    from tagstore.embedders import create, parse_spec
+
+    result = cli(runner, "init", tmp_path / "s", "--embedders", "vggish-pca:threads=1")
+    assert result.exit_code == 0, result.output
+    from tagstore.store import Store
+
+    store = Store.open(tmp_path / "s")
+    block = store.layout.blocks[0]
+    assert (block.name, block.options, block.dim) == ("vggish", {"pca": True}, 128)
+    store.close()
+    with pytest.raises(MissingWeightsError, match="tagstore models fetch openl3-6144"):
+        create(*parse_spec("openl3-6144"))  # the alias reaches the 6144-d bundle (not installed here)
+
+
 @pytest.mark.parametrize("rate", [8000, 44100, 48000])
 def test_combined_on_stereo_files_at_any_rate(rate: int, combined, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     t = np.arange(int(1.5 * rate)) / rate

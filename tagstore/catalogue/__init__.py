@@ -22,12 +22,28 @@ from pathlib import Path
 from typing import Any
 
 from tagstore.catalogue.schema import ADDITIONS, FORMAT_VERSION, SCHEMA, additions_digest
-from tagstore.errors import StoreBusyError, StoreExistsError, StoreFormatError, StoreNotFoundError
+from tagstore.errors import (
+    StorageError,
+    StoreBusyError,
+    StoreCorruptError,
+    StoreDamagedError,
+    StoreExistsError,
+    StoreFormatError,
+    StoreNotFoundError,
+)
+from tagstore.fileio import WRITE_ERRNOS, write_problem
 
 __all__ = [
     "CATALOGUE_FILE", "FORMAT_VERSION", "INDEX_DIR", "CACHE_DIR", "LOCK_FILE", "WriteLock", "bump_generation",
-    "catalogue_path", "connect", "create", "generation", "get_meta", "reading", "set_meta", "transaction",
+    "catalogue_path", "connect", "create", "generation", "get_meta", "guard", "reading", "set_meta", "transaction",
 ]  # fmt: skip
+
+DUCKDB_CONFIG = {"autoload_known_extensions": False, "autoinstall_known_extensions": False,
+                 "python_enable_replacements": False}  # fmt: skip
+"""Every connection: a catalogue never makes DuckDB load or download an extension (a SQLite file given as
+the catalogue would otherwise fetch ``sqlite_scanner`` from the internet), and a missing table is never
+replaced by a Python variable of the same name."""
+RESTORE_HINT = "restore the store from a backup (`tagstore backup DEST` makes one), or run `tagstore check`"
 
 CATALOGUE_FILE = "catalogue.duckdb"
 LOCK_FILE = "write.lock"
@@ -48,6 +64,31 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _duckdb_connect(path: Path, read_only: bool) -> Connection:
+    import duckdb
+
+    return duckdb.connect(str(path), read_only=read_only, config=dict(DUCKDB_CONFIG))
+
+
+def _check_header(store: Path, path: Path) -> None:
+    """Refuse a file that is not a DuckDB database before DuckDB tries to read it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise StorageError(f"cannot read the catalogue {path}: {exc.strerror}; fix its permissions") from None
+    if head.startswith(b"SQLite format 3"):
+        raise StoreFormatError(f"{path} is a SQLite database, not a tagstore catalogue; point --store at a store folder")
+    if len(head) < 12 or head[8:12] != b"DUCK":
+        raise StoreCorruptError(
+            f"the catalogue {path} is not a DuckDB file ({len(head)}-byte header without DuckDB's mark); {RESTORE_HINT}"
+        )
+
+
 def connect(store: Path, read_only: bool, wait_s: float = 10.0) -> Connection:
     """Open the catalogue; a briefly held DuckDB lock (a writer committing) is waited for up to ``wait_s``."""
     import duckdb
@@ -57,15 +98,16 @@ def connect(store: Path, read_only: bool, wait_s: float = 10.0) -> Connection:
         raise StoreNotFoundError(
             f"no tagstore store at {store}; create one with `tagstore init {store}` or pass --store"
         )
+    _check_header(store, path)
     deadline = time.monotonic() + wait_s
     delay = 0.02
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = _duckdb_connect(path, read_only)
             break
         except duckdb.IOException as exc:
             if not _is_lock_error(exc):
-                raise StoreFormatError(f"cannot open the catalogue {path}: {exc}") from exc
+                raise _open_error(path, exc) from exc
             if time.monotonic() >= deadline:
                 raise StoreBusyError(
                     f"the store {store} is locked by another process ({_lock_holder(exc)}); "
@@ -74,13 +116,44 @@ def connect(store: Path, read_only: bool, wait_s: float = 10.0) -> Connection:
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
         except duckdb.Error as exc:
-            raise StoreFormatError(
-                f"{path} is not a tagstore catalogue ({exc.__class__.__name__}); point --store at a store folder"
-            ) from exc
-    check_format(con, store)
-    if get_meta(con, ADDITIONS_KEY) != additions_digest():
-        con = _add_schema(store, con, read_only)
+            raise _open_error(path, exc) from exc
+    with guard(store):
+        check_format(con, store)
+        if get_meta(con, ADDITIONS_KEY) != additions_digest():
+            con = _add_schema(store, con, read_only)
     return con
+
+
+def _open_error(path: Path, exc: BaseException) -> Exception:
+    """The one-line error for a catalogue DuckDB cannot open: corrupt, or unwritable."""
+    fix = write_problem(str(exc))
+    if fix is not None:
+        return StorageError(f"cannot open the catalogue {path}: {fix}, then run the command again")
+    return StoreCorruptError(f"the catalogue {path} is corrupt (DuckDB: {_first_line(exc)}); {RESTORE_HINT}")
+
+
+@contextlib.contextmanager
+def guard(store: Path) -> Iterator[None]:
+    """Name DuckDB failures inside the block as the store's: corrupt, damaged (edited), or unwritable."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        path = catalogue_path(store)
+        text = _first_line(exc)
+        fix = write_problem(str(exc))
+        if fix is not None:
+            raise StorageError(
+                f"cannot write the catalogue {path}: {fix}, then run the command again "
+                "(the last batch was rolled back; what was committed before is kept)"
+            ) from exc
+        if "corrupt" in text.lower() or "checksum" in text.lower() or isinstance(exc, duckdb.IOException):
+            raise StoreCorruptError(f"the catalogue {path} is corrupt (DuckDB: {text}); {RESTORE_HINT}") from exc
+        raise StoreDamagedError(
+            f"the catalogue {path} is not as tagstore wrote it (DuckDB: {text}); run `tagstore check`, "
+            f"else {RESTORE_HINT.split(' (')[0]}"
+        ) from exc
 
 
 ADDITIONS_KEY = "schema_additions"
@@ -100,18 +173,19 @@ def _add_schema(store: Path, con: Connection, read_only: bool) -> Connection:
         _apply_additions(con)
         return con
     con.close()
+    path = catalogue_path(store)
     try:
-        rw = duckdb.connect(str(catalogue_path(store)))
+        rw = _duckdb_connect(path, read_only=False)
     except duckdb.IOException as exc:
         if not _is_lock_error(exc):
-            raise StoreFormatError(f"cannot upgrade the tables of {catalogue_path(store)}: {exc}") from exc
+            raise _open_error(path, exc) from exc
         # Another process holds the catalogue open; the next connection upgrades. Read it as it is meanwhile.
-        return duckdb.connect(str(catalogue_path(store)), read_only=True)
+        return _duckdb_connect(path, read_only=True)
     try:
         _apply_additions(rw)
     finally:
         rw.close()
-    return duckdb.connect(str(catalogue_path(store)), read_only=True)
+    return _duckdb_connect(path, read_only=True)
 
 
 def _lock_holder(exc: Exception) -> str:
@@ -132,7 +206,14 @@ def check_format(con: Connection, store: Path) -> None:
         raise StoreFormatError(
             f"{catalogue_path(store)} is not a tagstore catalogue (no meta table); point --store at a store folder"
         ) from exc
-    version = int(row[0]) if row else 0
+    try:
+        version = int(row[0]) if row else 0
+    except ValueError:
+        con.close()
+        raise StoreDamagedError(
+            f"the store {store} records format version {row[0]!r}, not a whole number; it was edited by hand: "
+            f"set it back with `tagstore check --repair`, or {RESTORE_HINT.split(' (')[0]}"
+        ) from None
     if version > FORMAT_VERSION:
         con.close()
         raise StoreFormatError(
@@ -156,17 +237,25 @@ def create(store: Path, meta: dict[str, str]) -> None:
     if final.exists():
         raise StoreExistsError(f"a store already exists at {store}; use it, or choose another folder")
     tmp = store / (CATALOGUE_FILE + ".init")
-    tmp.unlink(missing_ok=True)
-    con = duckdb.connect(str(tmp))
+    leftovers = (tmp, Path(str(tmp) + ".wal"))
+    for p in leftovers:
+        p.unlink(missing_ok=True)
     try:
-        con.execute(SCHEMA)
-        _apply_additions(con)
-        set_meta(con, "format_version", str(FORMAT_VERSION))
-        for key, value in meta.items():
-            set_meta(con, key, value)
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
+        with guard(store):
+            con = duckdb.connect(str(tmp), config=dict(DUCKDB_CONFIG))
+            try:
+                con.execute(SCHEMA)
+                _apply_additions(con)
+                set_meta(con, "format_version", str(FORMAT_VERSION))
+                for key, value in meta.items():
+                    set_meta(con, key, value)
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+    except BaseException:
+        for p in leftovers:  # a half-made catalogue never stays behind (a full disk, a kill is cleaned next time)
+            p.unlink(missing_ok=True)
+        raise
     os.replace(tmp, final)
 
 
@@ -175,15 +264,18 @@ def transaction(store: Path) -> Iterator[Connection]:
     """A read-write connection inside one transaction: committed on success, rolled back on error."""
     con = connect(store, read_only=False)
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+        with guard(store):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                with contextlib.suppress(Exception):  # a failed write may have aborted it already
+                    con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
     finally:
-        con.close()
+        with contextlib.suppress(Exception):
+            con.close()
 
 
 @contextlib.contextmanager
@@ -191,7 +283,8 @@ def reading(store: Path) -> Iterator[Connection]:
     """A read-only connection, closed on exit."""
     con = connect(store, read_only=True)
     try:
-        yield con
+        with guard(store):
+            yield con
     finally:
         con.close()
 
@@ -221,7 +314,14 @@ def set_meta(con: Connection, key: str, value: str) -> None:
 
 def generation(con: Connection) -> int:
     """How many changes the set of embeddings has seen (every derived file records the one it was built from)."""
-    return int(get_meta(con, "generation", "0") or 0)
+    text = get_meta(con, "generation", "0") or "0"
+    try:
+        return int(text)
+    except ValueError:
+        raise StoreDamagedError(
+            f"the catalogue records generation {text!r}, not a whole number (edited by hand); "
+            "run `tagstore check --repair` to reset it"
+        ) from None
 
 
 def bump_generation(con: Connection) -> int:
@@ -244,19 +344,34 @@ class WriteLock:
         self.path = store / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self) -> WriteLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    def acquire(self, wait_s: float = 0.0) -> WriteLock:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreBusyError(
-                f"another process (pid {holder}) is writing the store {self.path.parent}; "
-                "wait for it to finish, then run the command again"
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise StoreDamagedError(
+                f"the lock file {self.path} is a folder; remove it (rmdir {self.path}) and run the command again"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as exc:
+            fix = WRITE_ERRNOS.get(exc.errno or 0, f"{exc.strerror}; check the store folder")
+            raise StorageError(f"cannot open the lock file {self.path}: {fix}") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise StoreBusyError(
+                    f"another process (pid {holder}) is writing the store {self.path.parent}; "
+                    "wait for it to finish, then run the command again"
+                ) from None
+        with contextlib.suppress(OSError):  # the pid is a courtesy for the busy message; a full disk must not stop a writer
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
         return self
 
@@ -267,7 +382,79 @@ class WriteLock:
             self._fd = None
 
     def __enter__(self) -> WriteLock:
-        return self.acquire()
+        return self if self._fd is not None else self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# --- checks and repairs of the catalogue itself (tagstore check) ---------------------------------
+
+
+def table_names() -> list[str]:
+    """The tables :data:`SCHEMA` and :data:`ADDITIONS` create, in order."""
+    import re
+
+    return re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", SCHEMA + "\n".join(ADDITIONS))
+
+
+def read_every_row(con: Connection) -> list[str]:
+    """Read every row of every table (so DuckDB verifies each block's checksum); returns the tables missing."""
+    present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    missing = [t for t in table_names() if t not in present]
+    for table in table_names():
+        if table in present:
+            con.execute(f"SELECT count(*), bit_xor(hash(t)) FROM {table} t").fetchall()
+    return missing
+
+
+def schema_differences(con: Connection) -> list[str]:
+    """Columns the catalogue lacks or types that differ from a fresh catalogue's (``table.column``)."""
+    import duckdb
+
+    fresh = duckdb.connect(":memory:", config=dict(DUCKDB_CONFIG))
+    try:
+        fresh.execute(SCHEMA)
+        for statement in ADDITIONS:
+            fresh.execute(statement)
+        query = "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        want = {(t, c): d for t, c, d in fresh.execute(query).fetchall()}
+    finally:
+        fresh.close()
+    have = {(t, c): d for t, c, d in con.execute(query).fetchall()}
+    return [f"{t}.{c} ({'missing' if (t, c) not in have else have[(t, c)] + ' instead of ' + d})"
+            for (t, c), d in want.items() if have.get((t, c)) != d]  # fmt: skip
+
+
+def repair_meta(store: Path) -> list[str]:
+    """Reset a hand-edited ``format_version`` or ``generation`` that is not a whole number; returns what was reset.
+
+    The generation is set past every recorded derived file's, so they are all rebuilt.
+    """
+    con = _duckdb_connect(catalogue_path(store), read_only=False)
+    done = []
+    try:
+        with guard(store):
+            version = get_meta(con, "format_version")
+            if version is None or not version.strip().isdigit():
+                set_meta(con, "format_version", str(FORMAT_VERSION))
+                done.append(f"format_version {version!r} -> {FORMAT_VERSION}")
+            gen = get_meta(con, "generation", "0") or "0"
+            if not gen.strip().isdigit():
+                top = con.execute("SELECT coalesce(max(generation), 0) FROM index_versions").fetchone()[0]
+                set_meta(con, "generation", str(int(top) + 1))
+                done.append(f"generation {gen!r} -> {int(top) + 1}")
+            con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    return done
+
+
+def checkpoint(store: Path) -> None:
+    """Fold the write-ahead log into the catalogue file (the caller holds the write lock)."""
+    con = connect(store, read_only=False)
+    try:
+        with guard(store):
+            con.execute("CHECKPOINT")
+    finally:
+        con.close()

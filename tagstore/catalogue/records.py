@@ -19,6 +19,7 @@ _COLUMNS = (
     "layout_digest", "generation", "stats_count", "stats_mean", "stats_std", "params", "built_at",
 )  # fmt: skip
 MATRIX_KEY = "vector_cache"
+LOOKUP_KEY = "id_lookup"
 REBUILD_FLAG = "index_needs_rebuild"
 
 
@@ -118,3 +119,13 @@ def matrix_record(con: Connection) -> dict[str, Any] | None:
 
 def set_matrix_record(con: Connection, record: dict[str, Any]) -> None:
     set_meta(con, MATRIX_KEY, json.dumps(record))
+
+
+def lookup_record(con: Connection) -> dict[str, Any] | None:
+    """The id lookup's record (files, their stat, generation, count), or None."""
+    text = get_meta(con, LOOKUP_KEY)
+    return json.loads(text) if text else None
+
+
+def set_lookup_record(con: Connection, record: dict[str, Any]) -> None:
+    set_meta(con, LOOKUP_KEY, json.dumps(record))

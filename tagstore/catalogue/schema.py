@@ -105,7 +105,50 @@ CREATE TABLE index_versions (
 );
 """
 
-ADDITIONS: tuple[str, ...] = ()
+ADDITIONS: tuple[str, ...] = (
+    # The answers given while teaching a tag by ear (web page): undo pops the last one; the learning
+    # curve is their cross-validated AP against the number of labels. ``previous``: the track's label
+    # before the answer (NULL: it was no example); ``created``: the answer created the tag.
+    """CREATE TABLE IF NOT EXISTS tag_answers (
+        tag_id BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        track_id BIGINT NOT NULL,
+        answer VARCHAR NOT NULL,
+        previous SMALLINT,
+        created BOOLEAN NOT NULL,
+        n_pos INTEGER NOT NULL,
+        n_neg INTEGER NOT NULL,
+        cv_ap DOUBLE,
+        answered_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (tag_id, seq)
+    )""",
+    # The write log of `tagstore write`: each file's field before and after (JSON lists, NULL: absent),
+    # with the file's hash either side, so `write --undo` restores exactly what one run changed.
+    """CREATE TABLE IF NOT EXISTS file_writes (
+        run BIGINT NOT NULL,
+        track_id BIGINT NOT NULL,
+        path VARCHAR NOT NULL,
+        field VARCHAR NOT NULL,
+        old_values VARCHAR,
+        new_values VARCHAR,
+        old_hash VARCHAR NOT NULL,
+        new_hash VARCHAR NOT NULL,
+        written_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        undone BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (run, track_id)
+    )""",
+    # Work that follows a commit (rescore the new tracks, refit after a re-embed), recorded in the committing
+    # transaction and deleted when done, so a kill in between leaves it for the next writing command.
+    "CREATE TABLE IF NOT EXISTS pending_work (task VARCHAR PRIMARY KEY, since TIMESTAMP NOT NULL DEFAULT current_timestamp)",
+    # decisions (issue 11): the threshold rule a tag keeps, and what it promises at its threshold
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS rule VARCHAR",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS rule_value DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS threshold_p DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS expected_precision DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS expected_recall DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS cv_ap_std DOUBLE",
+    "ALTER TABLE tags ADD COLUMN IF NOT EXISTS base_rate DOUBLE",
+)
 """Idempotent DDL added since format 1 (``CREATE TABLE IF NOT EXISTS ...``, ``ALTER TABLE ... ADD COLUMN IF
 NOT EXISTS ...``), in order. A store whose recorded digest of these differs gets them applied by the next
 connection (:func:`tagstore.catalogue.connect`); a new store gets them at ``init``. Append, never edit."""

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from tagstore.catalogue import Connection, bump_generation, set_meta
-from tagstore.errors import TrackNotFoundError
+from tagstore.catalogue import Connection, bump_generation, pending, set_meta
+from tagstore.errors import StoreDamagedError, TrackNotFoundError
 
 TRACK_COLUMNS = (
     "id", "path", "content_hash", "size_bytes", "duration_s", "sample_rate", "channels",
@@ -119,6 +119,57 @@ def summary_rows(con: Connection, ids: Sequence[int]) -> dict[int, tuple[str, st
     return {r[0]: tuple(r[1:]) for r in rows}  # type: ignore[misc]
 
 
+SearchRow = tuple[int, str, str | None, str | None, str | None, float]
+"""``(id, path, title, artist, album, duration_s)``."""
+
+
+def tag_filter_sql(with_tag_ids: Sequence[int], without_tag_ids: Sequence[int], column: str = "t.id") -> tuple[str, list[Any]]:
+    """A WHERE fragment (``TRUE`` when empty) keeping tracks predicted to carry every ``with`` tag and none of
+    the ``without`` tags, and its parameters."""
+    parts, params = [], []
+    for tag_id in with_tag_ids:
+        parts.append(f"{column} IN (SELECT track_id FROM tag_scores WHERE tag_id = ? AND predicted)")
+        params.append(int(tag_id))
+    if without_tag_ids:
+        parts.append(
+            f"{column} NOT IN (SELECT track_id FROM tag_scores WHERE predicted AND tag_id IN (SELECT unnest(?::BIGINT[])))"
+        )
+        params.append([int(i) for i in without_tag_ids])
+    return (" AND ".join(parts) or "TRUE"), params
+
+
+def text_search(
+    con: Connection, words: Sequence[str], limit: int, offset: int = 0,
+    with_tag_ids: Sequence[int] = (), without_tag_ids: Sequence[int] = (),
+) -> list[SearchRow]:  # fmt: skip
+    """Tracks whose title, artist, album or path contains every word (case-insensitive), with tag filters.
+
+    Ordered by artist, album, title (else path) and id; ``words`` empty lists every track.
+    """
+    where, params = [], []
+    for word in words:
+        where.append("(" + " OR ".join(f"t.{c} ILIKE ? ESCAPE '\\'" for c in ("title", "artist", "album", "path")) + ")")
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params += [f"%{escaped}%"] * 4
+    fragment, fparams = tag_filter_sql(with_tag_ids, without_tag_ids)
+    where.append(fragment)
+    params += fparams
+    sql = f"""SELECT t.id, t.path, t.title, t.artist, t.album, t.duration_s FROM tracks t WHERE {' AND '.join(where)}
+              ORDER BY coalesce(t.artist, ''), coalesce(t.album, ''), coalesce(t.title, t.path), t.id
+              LIMIT {int(limit)} OFFSET {int(offset)}"""
+    return con.execute(sql, params).fetchall()
+
+
+def iter_summaries(con: Connection, chunk: int = 65536) -> Iterator[list[tuple[Any, ...]]]:
+    """``(id, path, title, artist, album, duration_s)`` of every track with an embedding, by id, ``chunk`` rows at a time."""
+    cur = con.execute(
+        "SELECT t.id, t.path, t.title, t.artist, t.album, t.duration_s FROM tracks t "
+        "JOIN embeddings e ON e.track_id = t.id ORDER BY t.id"
+    )
+    while rows := cur.fetchmany(chunk):
+        yield rows
+
+
 def paths(con: Connection, ids: Sequence[int]) -> dict[int, str]:
     """id → path for the given ids that exist."""
     return {i: row[0] for i, row in summary_rows(con, ids).items()}
@@ -168,8 +219,27 @@ def embeddings(con: Connection, ids: Sequence[int], dim: int) -> np.ndarray:
     missing = [i for i in ids if i not in found]
     if missing:
         raise TrackNotFoundError(f"no embedding for track id(s) {missing[:5]}; run `tagstore rebuild --re-embed`")
-    out = np.frombuffer(b"".join(found[i] for i in ids), dtype=np.float32)
-    return out.reshape(len(ids), dim).copy()
+    return decode_vectors(ids, [found[i] for i in ids], dim).copy()
+
+
+def decode_vectors(ids: Sequence[int], blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Stored BLOBs as ``(len(ids), dim)`` float32; StoreDamagedError naming a track whose vector has the
+    wrong size or is not finite (edited by hand, or damaged)."""
+    joined = b"".join(blobs)
+    if len(joined) == len(ids) * dim * 4:
+        out = np.frombuffer(joined, dtype=np.float32).reshape(len(ids), dim)
+        if np.isfinite(out).all():
+            return out
+        bad = int(np.asarray(ids)[~np.isfinite(out).all(axis=1)][0])
+        what = "holds NaN or infinite values"
+    else:
+        bad = next(int(i) for i, b in zip(ids, blobs) if len(b) != dim * 4)
+        size = len(next(b for i, b in zip(ids, blobs) if int(i) == bad))
+        what = f"is {size} bytes, not {dim * 4}"
+    raise StoreDamagedError(
+        f"the stored embedding of track {bad} {what}; run `tagstore check --repair` to re-embed it from its file "
+        f"(or `tagstore remove {bad}`)"
+    )
 
 
 def iter_embeddings(con: Connection, dim: int, chunk: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -183,8 +253,7 @@ def iter_embeddings(con: Connection, dim: int, chunk: int = CHUNK) -> Iterator[t
         if not rows:
             return
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        raw = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        yield ids, raw
+        yield ids, decode_vectors(ids, [r[1] for r in rows], dim)
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -222,6 +291,14 @@ def replace_track(con: Connection, track_id: int, t: NewTrack, layout_digest: st
     con.execute("DELETE FROM ingest_failures WHERE path = ?", [t.path])
 
 
+def set_vector(con: Connection, track_id: int, layout_digest: str, vector: np.ndarray) -> None:
+    """Replace a track's stored embedding (a repair re-embedding its file); counts as a change."""
+    con.execute("UPDATE embeddings SET vector = ?, layout_digest = ? WHERE track_id = ?",
+                [np.asarray(vector, np.float32).tobytes(), layout_digest, int(track_id)])  # fmt: skip
+    set_meta(con, "index_needs_rebuild", "1")
+    bump_generation(con)
+
+
 def record_failure(con: Connection, path: str, error: str, reason: str) -> None:
     """Remember a file that could not be ingested (the latest reason wins)."""
     con.execute(
@@ -238,6 +315,7 @@ def delete_tracks(con: Connection, ids: Sequence[int]) -> None:
         ("tag_examples", "track_id"),
         ("tag_scores", "track_id"),
         ("tag_suggestions", "track_id"),
+        ("tag_answers", "track_id"),
         ("embeddings", "track_id"),
         ("tracks", "id"),
     ):
@@ -274,4 +352,81 @@ def switch_to_staged(con: Connection, layout_json: str) -> None:
     set_meta(con, "layout", layout_json)
     set_meta(con, "index_needs_rebuild", "1")
     bump_generation(con)
+    pending.add(con, pending.REFIT)  # the learned tags live in the old space until refitted
 
+
+
+# --- files that changed on disk without changing their audio ---------------------------------------
+
+
+def set_fingerprint(con: Connection, track_id: int, content_hash: str, size_bytes: int, mtime_ns: int) -> None:
+    """A track's file after tagstore rewrote its tags: new hash, size and mtime, the same audio and embedding."""
+    con.execute(
+        "UPDATE tracks SET content_hash = ?, size_bytes = ?, mtime_ns = ? WHERE id = ?",
+        [content_hash, int(size_bytes), int(mtime_ns), int(track_id)],
+    )
+
+
+def move_track(con: Connection, track_id: int, path: str, size_bytes: int, mtime_ns: int) -> None:
+    """A track whose file moved (same content at ``path``): it keeps its id, embedding, examples and scores."""
+    con.execute(
+        "UPDATE tracks SET path = ?, size_bytes = ?, mtime_ns = ? WHERE id = ?",
+        [path, int(size_bytes), int(mtime_ns), int(track_id)],
+    )
+    con.execute("DELETE FROM ingest_failures WHERE path = ?", [path])
+
+
+# --- checks (tagstore check) --------------------------------------------------------------------
+
+
+def bad_embeddings(con: Connection, dim: int, chunk: int = CHUNK) -> list[tuple[int, str]]:
+    """``(track id, what is wrong)`` for stored vectors of the wrong size or with NaN / infinite values."""
+    bad = [(int(i), f"{n} bytes, not {dim * 4}") for i, n in con.execute(
+        "SELECT track_id, octet_length(vector) FROM embeddings WHERE octet_length(vector) <> ? ORDER BY track_id",
+        [dim * 4]).fetchall()]  # fmt: skip
+    cur = con.execute("SELECT track_id, vector FROM embeddings WHERE octet_length(vector) = ?", [dim * 4])
+    while rows := cur.fetchmany(chunk):
+        raw = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        for k in np.flatnonzero(~np.isfinite(raw).all(axis=1)):
+            bad.append((int(rows[k][0]), "NaN or infinite values"))
+    return bad
+
+
+ORPHANS = {
+    "embeddings without a track": "DELETE FROM embeddings WHERE track_id NOT IN (SELECT id FROM tracks)",
+    "tracks without an embedding": None,
+    "examples of a missing track or tag": "DELETE FROM tag_examples WHERE track_id NOT IN (SELECT id FROM tracks) "
+    "OR tag_id NOT IN (SELECT id FROM tags)",
+    "outside examples of a missing tag": "DELETE FROM tag_external_examples WHERE tag_id NOT IN (SELECT id FROM tags)",
+    "scores of a missing track or tag": "DELETE FROM tag_scores WHERE track_id NOT IN (SELECT id FROM tracks) "
+    "OR tag_id NOT IN (SELECT id FROM tags)",
+    "suggestions of a missing track or tag": "DELETE FROM tag_suggestions WHERE track_id NOT IN (SELECT id FROM tracks) "
+    "OR tag_id NOT IN (SELECT id FROM tags)",
+}
+"""Rows that point at nothing, and the statement that deletes them (None: not deletable from the catalogue)."""
+
+
+def orphans(con: Connection) -> dict[str, int]:
+    """How many rows of each kind in :data:`ORPHANS` point at nothing (kinds with none left out)."""
+    found = {}
+    for what, delete in ORPHANS.items():
+        if delete is None:
+            sql = "SELECT count(*) FROM tracks WHERE id NOT IN (SELECT track_id FROM embeddings)"
+        else:
+            sql = delete.replace("DELETE FROM", "SELECT count(*) FROM", 1)
+        n = int(con.execute(sql).fetchone()[0])
+        if n:
+            found[what] = n
+    return found
+
+
+def delete_orphans(con: Connection) -> dict[str, int]:
+    """Delete the deletable rows of :data:`ORPHANS`; returns how many of each kind."""
+    found = orphans(con)
+    for what in found:
+        delete = ORPHANS[what]
+        if delete is not None:
+            con.execute(delete)
+    if "embeddings without a track" in found:
+        bump_generation(con)
+    return {k: v for k, v in found.items() if ORPHANS[k] is not None}

@@ -29,6 +29,7 @@ from tagstore.derived import bulk
 from tagstore.derived.bulk import MIN_STATS_TRACKS
 from tagstore.indexes import auto
 from tagstore.errors import EmptyStoreError, IndexCorruptError, StoreBusyError, VectorIndexError
+from tagstore.fileio import ensure_dir, remove_stale_temps_in, storage_errors
 from tagstore.layout import normalise_blocks
 from tagstore.learning.stats import CatalogueStats
 from tagstore.store import INDEX_SPEC_KEY, MEMORY_BUDGET_KEY, Progress, Store
@@ -47,9 +48,9 @@ def active_record(con: cat.Connection) -> IndexRecord | None:
     return records.active_index(con)
 
 
-def catalogue_stats(con: cat.Connection, dim: int) -> CatalogueStats | None:
-    """The catalogue's statistics over every stored embedding (one streaming pass), None below MIN_STATS_TRACKS."""
-    if track_sql.embedding_count(con) < MIN_STATS_TRACKS:
+def catalogue_stats(con: cat.Connection, dim: int, min_tracks: int = MIN_STATS_TRACKS) -> CatalogueStats | None:
+    """The catalogue's statistics over every stored embedding (one streaming pass), None below ``min_tracks``."""
+    if track_sql.embedding_count(con) < max(min_tracks, 1):
         return None
     return CatalogueStats.from_chunks(raw for _, raw in track_sql.iter_embeddings(con, dim))
 
@@ -87,9 +88,15 @@ def _save_and_activate(
     t0: float, full: bool, params: dict[str, Any], spec: str | None = None, memory_budget: int | None = None,
 ) -> IndexRecord:  # fmt: skip
     name = f"index-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.faiss"
-    store.index_file(name).parent.mkdir(exist_ok=True)
-    info = index.save(store.index_file(name))
-    params = {**params, "build_s": round(time.perf_counter() - t0, 3), "normalisation": "block-zscore-l2"}
+    remove_stale_temps_in(ensure_dir(store.path / cat.INDEX_DIR))  # recreated when deleted; a killed save's temp removed
+    try:
+        info = index.save(store.index_file(name))
+    except VectorIndexError as exc:  # a full disk, a file size limit: said as for every other file
+        if isinstance(exc.__cause__, OSError):
+            with storage_errors(store.index_file(name)):
+                raise exc.__cause__ from None
+        raise
+    params = {**params, "build_s": round(time.perf_counter() - t0, 3), "normalisation": "block-zscore-l2", "built_on": index.compute}
     if stats is None:
         params["normalisation"] = "block-l2"
     new = NewIndex(
@@ -160,6 +167,7 @@ def is_current(store: Store) -> bool:
 def sync(store: Store, progress: Progress | None = None) -> IndexRecord | None:
     """Bring the index in step with the catalogue after adds/removes. The caller holds the write lock."""
     t0 = time.perf_counter()
+    ensure_dir(store.path / cat.INDEX_DIR)
     with store.reader() as con:
         record = records.active_index(con)
         generation = cat.generation(con)
@@ -210,6 +218,11 @@ def _held(store: Store, record: IndexRecord | None, generation: int) -> indexes.
     return store.held_index((record.version, record.size, record.mtime_ns))
 
 
+def search_device(store: Store) -> str:
+    """The device the store's searches ask for (runtime ``search_device``: ``cpu``, ``auto`` or ``cuda``)."""
+    return str(store.runtime.get("search_device") or "cpu")
+
+
 def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
     """The verified active index and its record, for searching.
 
@@ -222,6 +235,8 @@ def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
         n = track_sql.embedding_count(con)
     if n == 0:
         raise EmptyStoreError(f"the store {store.path} has no tracks yet; add some with `tagstore add PATH`")
+    if (store.path / cat.INDEX_DIR).exists():
+        ensure_dir(store.path / cat.INDEX_DIR)  # a file in its place: say so (a missing folder is rebuilt below)
     held = _held(store, record, generation)
     if held is not None and record is not None:
         return held, record
@@ -231,7 +246,7 @@ def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
         problem = "the store has no index yet"
     else:
         try:
-            index = indexes.load(store.index_file(record.file), expected=record)
+            index = indexes.load(store.index_file(record.file), expected=record, device=search_device(store))
         except IndexCorruptError as exc:
             problem = str(exc)
     if problem is None and record is not None and record.generation == generation:
@@ -249,6 +264,6 @@ def open_index(store: Store) -> tuple[indexes.FaissIndex, IndexRecord]:
             return index, record
         raise
     assert fresh is not None
-    index = indexes.load(store.index_file(fresh.file), expected=fresh)
+    index = indexes.load(store.index_file(fresh.file), expected=fresh, device=search_device(store))
     store.hold_index((fresh.version, fresh.size, fresh.mtime_ns), index)
     return index, fresh

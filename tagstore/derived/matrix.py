@@ -23,7 +23,7 @@ import numpy as np
 from tagstore import catalogue as cat
 from tagstore.catalogue import records
 from tagstore.catalogue import tracks as track_sql
-from tagstore.fileio import atomic_write
+from tagstore.fileio import atomic_write, ensure_dir, remove_stale_temps_in
 from tagstore.store import Store
 
 
@@ -95,15 +95,15 @@ def decode(block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _write_npy(path: Path, array: np.ndarray) -> tuple[int, int]:
-    """Save atomically (:func:`tagstore.fileio.atomic_write`); returns the final (size, mtime_ns)."""
+def _write_npy(path: Path, array: np.ndarray) -> tuple[int, int, str]:
+    """Save atomically (:func:`tagstore.fileio.atomic_write`); returns the final (size, mtime_ns, digest)."""
     done = atomic_write(path, lambda sink: np.save(sink, array, allow_pickle=False))
-    return done.size, done.mtime_ns
+    return done.size, done.mtime_ns, done.digest
 
 
-def _stream_vectors(path: Path, con: cat.Connection, n: int, dim: int, bf16: bool) -> tuple[np.ndarray, tuple[int, int]]:
+def _stream_vectors(path: Path, con: cat.Connection, n: int, dim: int, bf16: bool) -> tuple[np.ndarray, tuple[int, int, str]]:
     """Write every stored vector as an ``(n, dim)`` ``.npy`` (float32, or bfloat16 bits as uint16), one
-    chunk in memory at a time; returns the ids in file order and (size, mtime_ns)."""
+    chunk in memory at a time; returns the ids in file order and (size, mtime_ns, digest)."""
     ids: list[np.ndarray] = []
 
     def write(sink: Any) -> None:
@@ -119,7 +119,7 @@ def _stream_vectors(path: Path, con: cat.Connection, n: int, dim: int, bf16: boo
             raise RuntimeError(f"read {rows} embeddings, expected {n}")
 
     done = atomic_write(path, write)
-    return (np.concatenate(ids) if ids else np.zeros(0, np.int64)), (done.size, done.mtime_ns)
+    return (np.concatenate(ids) if ids else np.zeros(0, np.int64)), (done.size, done.mtime_ns, done.digest)
 
 
 def _valid(store: Store, rec: dict[str, Any] | None, generation: int) -> bool:
@@ -130,7 +130,7 @@ def _valid(store: Store, rec: dict[str, Any] | None, generation: int) -> bool:
             st = (store.cache_dir / rec[key]).stat()
         except OSError:
             return False
-        if [st.st_size, st.st_mtime_ns] != rec[f"{key}_stat"]:
+        if [st.st_size, st.st_mtime_ns] != list(rec[f"{key}_stat"])[:2]:  # (the digest is for `tagstore check`)
             return False
     return True
 
@@ -141,37 +141,67 @@ def is_current(store: Store) -> bool:
         return _valid(store, records.matrix_record(con), cat.generation(con))
 
 
-def matrix(store: Store) -> Matrix:
+def matrix(store: Store, con: cat.Connection | None = None) -> Matrix:
     """All stored embeddings from the memory-mapped copy (refreshed here when stale), float32 or, from
     :data:`BF16_FROM` tracks, bfloat16 (:meth:`Matrix.rows` and :meth:`Matrix.chunks` return float32).
+    A refresh streams DuckDB into the file chunk by chunk (memory: one chunk).
 
-    The refresh streams DuckDB into the file chunk by chunk (memory: one chunk). The caller holds the
-    write lock.
+    The caller holds the write lock. ``con``: a read-write connection of the caller's transaction to
+    check (and, when refreshed, record) the copy with, instead of connections of its own.
     """
-    folder = store.cache_dir
-    fresh = False
-    with store.reader() as con:
-        generation = cat.generation(con)
-        rec = records.matrix_record(con)
-        if not _valid(store, rec, generation):
-            fresh = True
-            cat.limit_memory(con)
-            folder.mkdir(exist_ok=True)
-            n = track_sql.embedding_count(con)
-            stem = uuid.uuid4().hex[:12]
-            rec = {"generation": generation, "layout": store.layout.digest, "count": int(n),
-                   "ids": f"ids-{stem}.npy", "vectors": f"vectors-{stem}.npy"}  # fmt: skip
-            bf16 = n >= BF16_FROM
-            ids, stat = _stream_vectors(folder / rec["vectors"], con, n, store.layout.dim, bf16)
-            rec["vectors_stat"], rec["encoding"] = list(stat), "bfloat16" if bf16 else "float32"
-            rec["ids_stat"] = list(_write_npy(folder / rec["ids"], ids))
-    if fresh:
-        assert rec is not None
-        with store.transaction() as txn:
-            records.set_matrix_record(txn, rec)
-        for old in folder.glob("*.npy"):
-            if old.name not in (rec["ids"], rec["vectors"]):
+    if con is None:
+        with store.reader() as c:
+            found, fresh = _check(store, c)
+        if fresh is not None:
+            with store.transaction() as c:
+                records.set_matrix_record(c, fresh)
+    else:
+        found, fresh = _check(store, con)
+        if fresh is not None:
+            records.set_matrix_record(con, fresh)
+    if fresh is not None:  # the old files go once the new ones are recorded
+        for old in store.cache_dir.glob("*.npy"):
+            if old.name not in (fresh["ids"], fresh["vectors"]):
                 old.unlink(missing_ok=True)
+    rec = fresh or found
     assert rec is not None
-    ids = np.load(folder / rec["ids"])
-    return Matrix(ids, np.load(folder / rec["vectors"], mmap_mode="r"), np.argsort(ids, kind="stable"))
+    try:
+        ids = np.load(store.cache_dir / rec["ids"], allow_pickle=False)
+        vectors = np.load(store.cache_dir / rec["vectors"], mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # garbled with size and mtime kept: written again from the catalogue
+        if fresh is not None:
+            raise
+        for old in store.cache_dir.glob("*.npy"):
+            old.unlink(missing_ok=True)
+        return matrix(store, con)
+    return Matrix(ids, vectors, np.argsort(ids, kind="stable"))
+
+
+def current(store: Store, con: cat.Connection) -> Matrix | None:
+    """The memory-mapped copy when it is up to date with the catalogue, else None (readers never refresh it)."""
+    rec = records.matrix_record(con)
+    if not _valid(store, rec, cat.generation(con)):
+        return None
+    assert rec is not None
+    ids = np.load(store.cache_dir / rec["ids"])
+    return Matrix(ids, np.load(store.cache_dir / rec["vectors"], mmap_mode="r"), np.argsort(ids, kind="stable"))
+
+
+def _check(store: Store, con: cat.Connection) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the valid record, None), or (None, the record of new files written from ``con``'s embeddings)."""
+    generation = cat.generation(con)
+    rec = records.matrix_record(con)
+    if _valid(store, rec, generation):
+        return rec, None
+    cat.limit_memory(con)
+    n = track_sql.embedding_count(con)
+    folder = ensure_dir(store.cache_dir)  # recreated when someone deleted it
+    remove_stale_temps_in(folder)  # a killed refresh's temp files
+    stem = uuid.uuid4().hex[:12]
+    fresh = {"generation": generation, "layout": store.layout.digest, "count": int(n),
+             "ids": f"ids-{stem}.npy", "vectors": f"vectors-{stem}.npy"}  # fmt: skip
+    bf16 = n >= BF16_FROM
+    ids, stat = _stream_vectors(folder / fresh["vectors"], con, n, store.layout.dim, bf16)
+    fresh["vectors_stat"], fresh["encoding"] = list(stat), "bfloat16" if bf16 else "float32"
+    fresh["ids_stat"] = list(_write_npy(folder / fresh["ids"], ids))
+    return None, fresh

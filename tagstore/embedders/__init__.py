@@ -1,6 +1,7 @@
 """Embedder registry: names map to import strings, so a backend (and torch) loads only when used.
 
-A spec names one backend and its options: ``"dsp"``, ``"musicnn"``, ``"musicnn:model=MTT:layer=penultimate"``.
+A spec names one backend and its options: ``"dsp"``, ``"musicnn"``, ``"musicnn:model=MTT:layer=penultimate"``,
+``"musicnn:layer=penultimate:pool=mean+std"``; or an alias of a weights bundle (``"vggish-pca"``, ``"openl3-6144"``).
 Several specs joined by commas form a combined embedding (``"dsp,musicnn"``).
 """
 
@@ -8,22 +9,31 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from tagstore.embedders.base import Embedder
 from tagstore.errors import MissingDependencyError, UnknownEmbedderError
 
-__all__ = ["Embedder", "REGISTRY", "available", "create", "parse_spec", "parse_specs"]
+__all__ = ["ALIASES", "Embedder", "REGISTRY", "available", "create", "join_plus", "parse_spec", "parse_specs"]
 
 # name -> (import string "module:Class", extra that provides its dependencies or None)
 REGISTRY: dict[str, tuple[str, str | None]] = {
     "dsp": ("tagstore.embedders.dsp:DSPEmbedder", None),
     "musicnn": ("tagstore.embedders.musicnn:MusicnnEmbedder", "torch"),
+    "aisfx": ("tagstore.embedders.aisfx:AisfxEmbedder", "torch"),
     "vggish": ("tagstore.embedders.vggish:VGGishEmbedder", "torch"),
     "openl3": ("tagstore.embedders.openl3:OpenL3Embedder", "torch"),
     "passt": ("tagstore.embedders.passt:PaSSTEmbedder", "torch"),
 }
+
+
+ALIASES: dict[str, tuple[str, dict[str, str]]] = {
+    "vggish-pca": ("vggish", {"pca": "true"}),
+    "openl3-6144": ("openl3", {"embedding_size": "6144"}),
+}
+"""Names ``tagstore models list`` shows for a weights bundle that is an option of a backend."""
 
 
 def available() -> list[str]:
@@ -32,7 +42,10 @@ def available() -> list[str]:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"musicnn:model=MTT:layer=penultimate"`` -> ``("musicnn", {"model": "MTT", "layer": "penultimate"})``."""
+    """``"musicnn:model=MTT:layer=penultimate"`` -> ``("musicnn", {"model": "MTT", "layer": "penultimate"})``.
+
+    An alias from :data:`ALIASES` names a backend with options: ``"vggish-pca"`` -> ``("vggish", {"pca": "true"})``.
+    """
     name, *opts = [p.strip() for p in spec.strip().split(":")]
     options: dict[str, str] = {}
     for opt in opts:
@@ -42,11 +55,21 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
                 f"bad embedder option {opt!r} in {spec!r}; write options as NAME:KEY=VALUE, e.g. musicnn:model=MTT"
             )
         options[key] = value
+    if name in ALIASES:
+        name, preset = ALIASES[name]
+        options = {**preset, **options}
     if name not in REGISTRY:
         raise UnknownEmbedderError(
-            f"unknown embedder {name!r}; choose from {', '.join(available())}"
+            f"unknown embedder {name!r}; choose from {', '.join(available() + sorted(ALIASES))}"
         )
     return name, options
+
+
+def join_plus(text: str) -> str:
+    """``"dsp+musicnn:pool=mean+std"`` -> ``"dsp,musicnn:pool=mean+std"``: a ``+`` before an embedder name joins
+    specs into one combined layout (``tagstore eval``'s notation); one inside an option value stays."""
+    names = "|".join(re.escape(n) for n in sorted([*REGISTRY, *ALIASES], key=len, reverse=True))
+    return re.sub(rf"\+(?=(?:{names})(?::|\+|,|$))", ",", text)
 
 
 def parse_specs(specs: str | list[str]) -> list[tuple[str, dict[str, str]]]:

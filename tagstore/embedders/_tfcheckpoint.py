@@ -13,7 +13,6 @@ reader, the table's block format, snappy decompression and CRC32C.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator

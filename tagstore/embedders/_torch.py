@@ -10,7 +10,6 @@ only with ``torch.load(weights_only=True)``); loading an embedder then reads tha
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,6 +89,45 @@ def setup_torch(name: str, device: str, threads: int | str | None) -> tuple[Any,
     return torch, torch.device("cuda" if use_cuda else "cpu")
 
 
+CUDA_MEMORY_FRACTION = 0.5
+"""Share of a CUDA device's free memory a backend's batches may fill (the rest: other work, fragmentation)."""
+MAX_CUDA_BATCH = 1024
+"""Most windows per forward pass on a GPU (beyond it a batch gains no speed, only latency)."""
+
+
+def batch_size_for(torch: Any, device: Any, window_bytes: int, default: int, given: bool) -> int:
+    """Windows per forward pass: ``default`` on CPU or when the user gave one (``given``); on CUDA, what
+    :data:`CUDA_MEMORY_FRACTION` of the free device memory holds at ``window_bytes`` of working memory per
+    window (a backend's estimate), between ``default`` and :data:`MAX_CUDA_BATCH`."""
+    if given or device.type != "cuda":
+        return default
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(default, min(MAX_CUDA_BATCH, int(free * CUDA_MEMORY_FRACTION) // max(1, window_bytes))))
+
+
+class HostToDevice:
+    """Moves float32 numpy batches to ``device``: on CUDA through one reused page-locked (pinned) host buffer
+    and an asynchronous copy, so the transfer runs at full bus speed; on CPU it wraps the array (no copy)."""
+
+    def __init__(self, torch: Any, device: Any) -> None:
+        self.torch, self.device = torch, device
+        self._pinned: Any = None
+
+    def __call__(self, array: np.ndarray) -> Any:
+        torch = self.torch
+        if self.device.type != "cuda":
+            return torch.from_numpy(array if array.flags.writeable else array.copy())
+        flat = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+        if self._pinned is None or self._pinned.numel() < flat.size:
+            self._pinned = torch.empty(max(flat.size, 1 << 20), dtype=torch.float32).pin_memory()
+        else:
+            # The previous batch's asynchronous copy must be done before the buffer is overwritten.
+            torch.cuda.current_stream(self.device).synchronize()
+        staged = self._pinned[: flat.size]
+        staged.numpy()[:] = flat
+        return staged.view(array.shape).to(self.device, non_blocking=True)
+
+
 def load_tensors(
     name: str, bundle_name: str, file_name: str, weights_dir: str | Path | None,
     shapes: Mapping[str, tuple[int, ...]] | Callable[[dict[str, np.ndarray]], Mapping[str, tuple[int, ...]]],
@@ -123,10 +161,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """Unpickle a PyTorch checkpoint with ``weights_only=True`` (tensors, numpy arrays, plain containers).
 
     numpy arrays are allowed because some published files (VGGish's PCA parameters) hold them; nothing
-    else that could run code is. Raises EmbedderError when the file is not such a checkpoint.
+    else that could run code is. A checkpoint saved as a tuple or list (aisfx saves ``(state_dict,
+    datasets)``) comes back as a dictionary keyed ``"0"``, ``"1"``, ... Raises EmbedderError when the file is
+    not such a checkpoint.
     """
     torch = import_torch("weights")
-    allowed: list[Any] = [np.ndarray, np.dtype, type(np.dtype(np.float32)), type(np.dtype(np.float64))]
+    allowed: list[Any] = [np.ndarray, np.dtype] + [type(np.dtype(t)) for t in (np.float32, np.float64, np.int64)]
     try:
         from numpy._core.multiarray import _reconstruct, scalar  # numpy 2 pickles under numpy._core
     except ImportError:  # numpy 1
@@ -139,6 +179,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a usable checkpoint
         raise EmbedderError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if isinstance(obj, (tuple, list)):
+        obj = {str(i): item for i, item in enumerate(obj)}
     if not isinstance(obj, dict):
         raise EmbedderError(f"{path} holds a {type(obj).__name__}, not a dictionary of tensors")
     return obj

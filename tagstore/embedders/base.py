@@ -13,6 +13,33 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tagstore.errors import EmbedderError
+
+POOLS = {"mean": 1, "mean+max": 2, "mean+std": 2}
+"""Poolings of window embeddings into a track vector, with the factor each multiplies a dimension by."""
+
+
+def parse_pool(name: str, pool: object) -> str:
+    """A ``pool`` option (``mean``, ``mean+max`` or ``mean+std``), or EmbedderError naming the choices."""
+    text = str(pool).strip().lower().replace(" ", "")
+    if text not in POOLS:
+        raise EmbedderError(f"{name}: unknown pool {pool!r}; choose {', '.join(POOLS)}")
+    return text
+
+
+def pool_windows(window_embeddings: np.ndarray, pool: str = "mean") -> np.ndarray:
+    """Pool ``(m, d)`` window embeddings (m >= 1) into ``(d * POOLS[pool],)`` float32.
+
+    ``mean``; ``mean+max``: the mean, then the maximum over windows; ``mean+std``: the mean, then the
+    (population) standard deviation over windows, zero for a single window.
+    """
+    x = np.asarray(window_embeddings, dtype=np.float32)
+    mean = x.mean(axis=0)
+    if pool == "mean":
+        return mean
+    second = x.max(axis=0) if pool == "mean+max" else x.std(axis=0)
+    return np.concatenate([mean, second]).astype(np.float32)
+
 
 class Embedder(ABC):
     """One embedding model. Subclasses set the class attributes and implement :meth:`embed`."""
@@ -24,7 +51,7 @@ class Embedder(ABC):
     sample_rate: int
     """Input rate in Hz; the host resamples to it."""
     dim: int
-    """Size of one window embedding and of the pooled track embedding."""
+    """Size of the pooled track embedding, and of one window embedding unless :attr:`window_dim` differs."""
     window_s: float
     """Window length in seconds."""
     hop_s: float
@@ -35,6 +62,8 @@ class Embedder(ABC):
     """Windows per call to :meth:`embed` chosen by the host."""
     lead_in_samples: int = 0
     """Zeros the host puts before a track, so windows line up with a model's own framing (musicnn: 256)."""
+    lead_out_samples: int = 0
+    """Zeros the host puts after a track, for models whose last frames read past the end (aisfx: 2047)."""
     tag_names: tuple[str, ...] = ()
     """The model's own output tags (e.g. musicnn's 50), empty for models without a tag head."""
 
@@ -49,6 +78,11 @@ class Embedder(ABC):
         return {}
 
     @property
+    def window_dim(self) -> int:
+        """Size of one window embedding (:meth:`embed`): ``dim``, or less when :meth:`pool` widens it (mean+std)."""
+        return self.dim
+
+    @property
     def window_samples(self) -> int:
         return int(round(self.window_s * self.sample_rate))
 
@@ -61,18 +95,18 @@ class Embedder(ABC):
         """Embed a batch of windows.
 
         windows: ``(n, window_samples)`` float32 mono audio in [-1, 1] at ``sample_rate``.
-        Returns ``(n, dim)`` float32. Raises ValueError on other shapes.
+        Returns ``(n, window_dim)`` float32. Raises ValueError on other shapes.
         """
 
     def embed_tags(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Embed and tag a batch: ``(n, dim)`` float32 and ``(n, len(tag_names))`` probabilities, or None.
+        """Embed and tag a batch: ``(n, window_dim)`` float32 and ``(n, len(tag_names))`` probabilities, or None.
 
         Backends with a tag head override this to share one forward pass.
         """
         return self.embed(windows), None
 
     def pool(self, window_embeddings: np.ndarray) -> np.ndarray:
-        """Pool ``(m, dim)`` window embeddings (m >= 1) into one ``(dim,)`` float32 track embedding (mean)."""
+        """Pool ``(m, window_dim)`` window embeddings (m >= 1) into one ``(dim,)`` float32 track embedding (mean)."""
         return np.asarray(window_embeddings, dtype=np.float32).mean(axis=0)
 
     def pad_short(self, audio: np.ndarray) -> np.ndarray:

@@ -22,7 +22,6 @@ their TF variable names and layouts (:func:`convert_wheel`).
 
 from __future__ import annotations
 
-import os
 import sys
 import zipfile
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tagstore.embedders import _torch
-from tagstore.embedders.base import Embedder
+from tagstore.embedders.base import POOLS, Embedder, parse_pool, pool_windows
 from tagstore.errors import EmbedderError, MissingDependencyError
 
 SAMPLE_RATE = 16000
@@ -47,7 +46,11 @@ WINDOW_SAMPLES = PATCH_SAMPLES + N_FFT - HOP
 BN_EPS = 1e-3
 """``tf.compat.v1.layers.batch_normalization`` default epsilon."""
 MODELS = ("MSD", "MTT")
-LAYERS = {"max_pool": 753, "penultimate": 200}
+LAYERS = {"max_pool": 753, "mean_pool": 753, "penultimate": 200, "taggram": 50}
+"""Layers an embedding can come from and their sizes: the front and mid end max- or mean-pooled over a
+patch's 187 frames, the 200-unit dense layer, and the 50 tag probabilities (the "taggram")."""
+OUTPUTS = {"max_pool": 753, "mean_pool": 753, "penultimate": 200, "tags": 50}
+"""What one forward pass returns (:meth:`MusicnnEmbedder.outputs`); ``taggram`` is ``tags``."""
 
 MTT_TAGS = (
     "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
@@ -174,7 +177,7 @@ def _dft_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Net:
-    """musicnn inference with prepared torch tensors: ``(B, 187, 96)`` log-mel -> max_pool, penultimate, probs."""
+    """musicnn inference with prepared torch tensors: ``(B, 187, 96)`` log-mel -> max_pool, mean_pool, penultimate, probs."""
 
     def __init__(self, torch: Any, params: dict[str, np.ndarray], device: Any) -> None:
         self.torch, self.device = torch, device
@@ -285,11 +288,11 @@ class _Net:
             prev = y if prev is None else y + prev
             layers.append(prev)
         mid = torch.cat(layers, 1)  # (B, 753, 187)
-        max_pool = mid.amax(2)
-        flat = torch.stack([max_pool, mid.mean(2)], 2).flatten(1)  # TF concat on the last axis: interleaved
+        max_pool, mean_pool = mid.amax(2), mid.mean(2)
+        flat = torch.stack([max_pool, mean_pool], 2).flatten(1)  # TF concat on the last axis: interleaved
         pen = torch.relu(F.linear(flat, *self.dense)) * self.bn10[0] + self.bn10[1]
         probs = torch.sigmoid(F.linear(pen, *self.out))
-        return max_pool, pen, probs
+        return max_pool, mean_pool, pen, probs
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
@@ -313,15 +316,17 @@ class MusicnnEmbedder(Embedder):
 
     Options (strings from a spec such as ``musicnn:model=MTT:layer=penultimate``):
     ``model`` ``"MSD"`` (default, Million Song Dataset tags) or ``"MTT"`` (MagnaTagATune);
-    ``layer`` ``"max_pool"`` (default, 753-d: the front and mid end max-pooled over time) or
-    ``"penultimate"`` (200-d dense layer); ``device`` ``"auto"`` (CUDA when available), ``"cpu"`` or
+    ``layer`` ``"max_pool"`` (default, 753-d: the front and mid end max-pooled over a patch's frames),
+    ``"mean_pool"`` (753-d: mean-pooled instead), ``"penultimate"`` (200-d dense layer) or ``"taggram"``
+    (the 50 tag probabilities); ``pool`` over a track's windows ``"mean"`` (default), ``"mean+max"`` or
+    ``"mean+std"`` (twice the layer's size: the mean, then the maximum or standard deviation); ``device`` ``"auto"`` (CUDA when available), ``"cpu"`` or
     ``"cuda"``; ``threads`` (parallel CPU workers, else ``$TAGSTORE_THREADS``, ``$OMP_NUM_THREADS`` or the
     usable CPUs: :func:`tagstore.embedders._torch.resolve_threads`; each runs torch single-threaded, so building one sets ``torch.set_num_threads(1)``);
     ``weights_dir`` (else the cache).
 
     A window is the audio of one original patch: 48128 samples (3.008 s) at 16 kHz every 47872 (2.992 s),
-    after 256 zeros of lead-in (the original's centred first frame); the track vector is the mean over
-    windows, as the original's patches do not overlap.
+    after 256 zeros of lead-in (the original's centred first frame); the track vector pools the windows
+    (``pool``; the mean by default, the original's patches do not overlap).
     """
 
     name = "musicnn"
@@ -332,11 +337,14 @@ class MusicnnEmbedder(Embedder):
     lead_in_samples = N_FFT // 2
     """Zeros the host should put before a track so that windows line up with the original's patches."""
     batch_size = 32
+    CUDA_WINDOW_BYTES = 48 << 20
+    """Working memory of one window in a CUDA forward pass (an estimate: the timbral convolutions' outputs dominate)."""
 
     def __init__(
         self,
         model: str = "MSD",
         layer: str = "max_pool",
+        pool: str = "mean",
         device: str = "auto",
         threads: int | str | None = None,
         weights_dir: str | Path | None = None,
@@ -348,10 +356,11 @@ class MusicnnEmbedder(Embedder):
         if self.model not in MODELS:
             raise EmbedderError(f"musicnn: unknown model {model!r}; choose MSD or MTT")
         if layer not in LAYERS:
-            raise EmbedderError(f"musicnn: unknown layer {layer!r}; choose {' or '.join(LAYERS)}")
+            raise EmbedderError(f"musicnn: unknown layer {layer!r}; choose {', '.join(LAYERS)}")
         if device not in ("auto", "cpu", "cuda"):
             raise EmbedderError(f"musicnn: unknown device {device!r}; choose auto, cpu or cuda")
-        self.layer, self.dim = layer, LAYERS[layer]
+        self.pool_how = parse_pool(self.name, pool)
+        self.layer, self.dim = layer, LAYERS[layer] * POOLS[self.pool_how]
         self.tag_names = MSD_TAGS if self.model == "MSD" else MTT_TAGS
         if batch_size not in (None, ""):
             if not str(batch_size).isdigit() or int(batch_size) < 1:  # type: ignore[arg-type]
@@ -383,6 +392,9 @@ class MusicnnEmbedder(Embedder):
             # add a barrier to each of the many small products, which stalls on a busy machine.
             torch.set_num_threads(1)
         self._pool: Any = None
+        self.batch_size = _torch.batch_size_for(torch, self.device, self.CUDA_WINDOW_BYTES, self.batch_size,
+                                                given=batch_size not in (None, ""))  # fmt: skip
+        self._to_device = _torch.HostToDevice(torch, self.device)
         self._net = _Net(torch, params, self.device)
         self._mel = torch.as_tensor(mel_filterbank().T.copy(), device=self.device)  # (257, 96)
         self._window = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64, device=self.device)
@@ -393,7 +405,17 @@ class MusicnnEmbedder(Embedder):
 
     @property
     def options(self) -> dict[str, Any]:
-        return {"model": self.model, "layer": self.layer}
+        # ``pool`` only when it is not the mean, so layouts recorded before it existed still match.
+        extra = {"pool": self.pool_how} if self.pool_how != "mean" else {}
+        return {"model": self.model, "layer": self.layer, **extra}
+
+    def pool(self, window_embeddings: np.ndarray) -> np.ndarray:
+        """``(m, layer size)`` window embeddings -> ``(dim,)`` float32 by the ``pool`` option."""
+        return pool_windows(window_embeddings, self.pool_how)
+
+    @property
+    def window_dim(self) -> int:
+        return LAYERS[self.layer]
 
     def _logmel(self, windows: Any, original_rounding: bool = True) -> Any:
         torch = self._torch
@@ -422,7 +444,8 @@ class MusicnnEmbedder(Embedder):
     def outputs(self, windows: np.ndarray | None = None, *, logmel: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """All outputs of one forward pass over windows (or ready log-mel patches ``(n, 187, 96)``).
 
-        Returns float32 ``{"max_pool": (n, 753), "penultimate": (n, 200), "tags": (n, 50)}`` (tag probabilities).
+        Returns float32 ``{"max_pool": (n, 753), "mean_pool": (n, 753), "penultimate": (n, 200), "tags": (n, 50)}``
+        (tags: probabilities).
         """
         if logmel is None:
             src = self.check_windows(windows)
@@ -432,7 +455,7 @@ class MusicnnEmbedder(Embedder):
                 raise ValueError(f"musicnn: expected log-mel of shape (n, {N_FRAMES}, {N_MELS}), got {src.shape}")
         src = _writable(src)
         if src.shape[0] == 0:
-            return {k: np.zeros((0, d), np.float32) for k, d in (("max_pool", 753), ("penultimate", 200), ("tags", 50))}
+            return {k: np.zeros((0, d), np.float32) for k, d in OUTPUTS.items()}
         n = src.shape[0]
         workers = min(self.threads, -(-n // _Net.CHUNK)) if self.device.type == "cpu" else 1
         if workers <= 1:
@@ -444,19 +467,19 @@ class MusicnnEmbedder(Embedder):
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="musicnn")
             step = -(-n // workers)
             parts = list(self._pool.map(self._run, [src[i : i + step] for i in range(0, n, step)], [logmel is None] * workers))
-        return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("max_pool", "penultimate", "tags"))}
+        return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(OUTPUTS)}
 
     def _run(self, src: np.ndarray, from_audio: bool) -> tuple[np.ndarray, ...]:
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(src).to(self.device)
+            x = self._to_device(src)
             return tuple(y.cpu().numpy() for y in self._net(self._logmel(x) if from_audio else x))
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
-        """``(n, 48128)`` float32 windows at 16 kHz -> ``(n, dim)`` float32 (``max_pool`` 753 or ``penultimate`` 200)."""
+        """``(n, 48128)`` float32 windows at 16 kHz -> ``(n, layer size)`` float32 (753, 753, 200 or 50)."""
         return self.embed_tags(windows)[0]
 
     def embed_tags(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(n, 48128)`` windows -> ``(n, dim)`` embeddings and ``(n, 50)`` tag probabilities from one pass."""
+        """``(n, 48128)`` windows -> ``(n, layer size)`` embeddings and ``(n, 50)`` tag probabilities from one pass."""
         out = self.outputs(windows)
-        return out[self.layer], out["tags"]
+        return out["tags" if self.layer == "taggram" else self.layer], out["tags"]

@@ -115,6 +115,8 @@ class OpenL3Embedder(Embedder):
     window_s = WINDOW / SAMPLE_RATE
     hop_s = DEFAULT_HOP_S
     batch_size = 16
+    CUDA_WINDOW_BYTES = 64 << 20
+    """Working memory of one window in a CUDA forward pass (an estimate: the 256-band mel convolutions)."""
 
     def __init__(
         self,
@@ -140,6 +142,9 @@ class OpenL3Embedder(Embedder):
             self.name, bundle, weights_file(self.dim), weights_dir, PARAM_SHAPES)
         torch, self.device = _torch.setup_torch(self.name, device, threads)
         self._torch = torch
+        self.batch_size = _torch.batch_size_for(torch, self.device, self.CUDA_WINDOW_BYTES, self.batch_size,
+                                                given=batch_size not in (None, ""))  # fmt: skip
+        self._to_device = _torch.HostToDevice(torch, self.device)
         t = lambda a: torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32), device=self.device)  # noqa: E731
         p = {k: v.astype(np.float64) for k, v in params.items()}
 
@@ -199,5 +204,5 @@ class OpenL3Embedder(Embedder):
             return np.zeros((0, self.dim), np.float32)
         torch = self._torch
         with torch.inference_mode():
-            x = torch.from_numpy(windows).to(self.device)
+            x = self._to_device(windows)
             return self._network(self._melspec(x)).cpu().numpy()

@@ -140,6 +140,8 @@ class PaSSTEmbedder(Embedder):
     window_s = WINDOW / SAMPLE_RATE
     hop_s = DEFAULT_HOP_S
     batch_size = 4
+    CUDA_WINDOW_BYTES = 256 << 20
+    """Working memory of one 10-s window in a CUDA forward pass (an estimate: attention over ~1,200 patches)."""
 
     def __init__(
         self,
@@ -163,6 +165,9 @@ class PaSSTEmbedder(Embedder):
         self.depth = depth_of(params)
         torch, self.device = _torch.setup_torch(self.name, device, threads)
         self._torch = torch
+        self.batch_size = _torch.batch_size_for(torch, self.device, self.CUDA_WINDOW_BYTES, self.batch_size,
+                                                given=batch_size not in (None, ""))  # fmt: skip
+        self._to_device = _torch.HostToDevice(torch, self.device)
         self._p = {k: torch.as_tensor(v, device=self.device) for k, v in params.items()}
         self._mel = torch.as_tensor(mel_banks().astype(np.float32), device=self.device)
         self._window = torch.hann_window(WIN_LENGTH, periodic=False, device=self.device)
@@ -219,7 +224,7 @@ class PaSSTEmbedder(Embedder):
             return {"features": np.zeros((0, EMBED_DIM), np.float32), "logits": np.zeros((0, N_CLASSES), np.float32)}
         torch = self._torch
         with torch.inference_mode():
-            logits, features = self._network(self._melspec(torch.from_numpy(windows).to(self.device)))
+            logits, features = self._network(self._melspec(self._to_device(windows)))
             return {"features": features.cpu().numpy(), "logits": logits.cpu().numpy()}
 
     def embed(self, windows: np.ndarray) -> np.ndarray:

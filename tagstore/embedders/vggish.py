@@ -125,6 +125,8 @@ class VGGishEmbedder(Embedder):
     window_s = PATCH_SAMPLES / SAMPLE_RATE
     hop_s = PATCH_HOP / SAMPLE_RATE
     batch_size = 64
+    CUDA_WINDOW_BYTES = 8 << 20
+    """Working memory of one window in a CUDA forward pass (an estimate)."""
 
     def __init__(
         self,
@@ -145,6 +147,9 @@ class VGGishEmbedder(Embedder):
             pca_params, self.pca_digest = _torch.load_tensors(self.name, "vggish-pca", PCA_FILE, weights_dir, PCA_SHAPES)
         torch, self.device = _torch.setup_torch(self.name, device, threads)
         self._torch = torch
+        self.batch_size = _torch.batch_size_for(torch, self.device, self.CUDA_WINDOW_BYTES, self.batch_size,
+                                                given=batch_size not in (None, ""))  # fmt: skip
+        self._to_device = _torch.HostToDevice(torch, self.device)
         t = lambda a, dtype=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=self.device)  # noqa: E731
         self._params = {k: t(v) for k, v in params.items()}
         if self.pca:
@@ -172,7 +177,7 @@ class VGGishEmbedder(Embedder):
         """``(n, 15600)`` float32 windows -> ``(n, 96, 64)`` float32 log-mel patches (``waveform_to_examples``)."""
         windows = self.check_windows(windows)
         with self._torch.inference_mode():
-            return self._logmel(self._torch.from_numpy(windows).to(self.device)).cpu().numpy()
+            return self._logmel(self._to_device(windows)).cpu().numpy()
 
     def _network(self, patches: Any) -> Any:
         F, p = self._torch.nn.functional, self._params
@@ -199,7 +204,7 @@ class VGGishEmbedder(Embedder):
             return np.zeros((0, self.dim), np.float32)
         torch = self._torch
         with torch.inference_mode():
-            x = self._network(self._logmel(torch.from_numpy(windows).to(self.device)))
+            x = self._network(self._logmel(self._to_device(windows)))
             if self.pca:
                 x = self._postprocess(x)
             return x.cpu().numpy().astype(np.float32, copy=False)

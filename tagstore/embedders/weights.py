@@ -97,6 +97,19 @@ BUNDLES: dict[str, WeightsBundle] = {
         dim=753,
         homepage="https://github.com/jordipons/musicnn",
     ),
+    # aiSFX: the checkpoint ships inside the wheel; the wheel's SHA-256 is the one the package index publishes.
+    "aisfx": WeightsBundle(
+        name="aisfx",
+        source="pypi:aisfx==0.1.2",
+        file_name="aisfx-0.1.2-py2.py3-none-any.whl",
+        digest="sha256:bfe219950715af179e9a1653e7117cc1852baef267cd6596c42cad74afe1d194",
+        licence="CC-BY-4.0",
+        files=("aisfx.safetensors",),
+        converter="tagstore.embedders.aisfx:convert_wheel",
+        sample_rate=44100,
+        dim=512,
+        homepage="https://github.com/alisonbma/aisfx",
+    ),
     # VGGish: torchvggish's release files; the hex in each name is the start of its SHA-256 (torch.hub).
     "vggish": WeightsBundle(
         name="vggish",
@@ -189,7 +202,8 @@ def read_manifest(bundle: WeightsBundle, weights_dir: Path | None = None) -> dic
 def _missing(bundle: WeightsBundle, where: Path) -> MissingWeightsError:
     return MissingWeightsError(
         f"the {bundle.name} weights are not in {where}; run `{bundle.fetch_command()}` "
-        f"(downloads {bundle.source.removeprefix('pypi:')}) or, offline, `{bundle.import_command()}` with a copy of that file"
+        f"(downloads {bundle.source.removeprefix('pypi:')}) or, offline, `{bundle.import_command()}` with a copy of that file",
+        bundle=bundle.name,
     )
 
 

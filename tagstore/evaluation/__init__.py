@@ -6,8 +6,8 @@ tagstore store made through :mod:`tagstore.api`, so a second run embeds only new
 loads the vectors into memory once, and runs the protocol of :mod:`.protocol`: for each tag, K and draw,
 K train positives (distinct tracks first) and ``neg_per_pos * K`` train negatives, each draw fitted
 exactly as ``tagstore add-tag`` fits a tag (:mod:`.fits`), then scored on the test split, which no fit
-ever sees. Reported: macro AP and ROC-AUC over the tags with positives and negatives in both splits,
-mean ± std over draws, per-tag AP, and the full-train ceiling (every train clip labelled; always fitted
+ever sees. Reported: macro AP, ROC-AUC and F1 of the predicted set at each fit's threshold, over the tags
+with positives and negatives in both splits, mean ± std over draws, per-tag AP, and the full-train ceiling (every train clip labelled; always fitted
 with ``probe``, and with each requested method). :mod:`.report` writes the HTML report.
 """
 

@@ -1,7 +1,7 @@
 """The evaluation's fits: every draw fitted exactly as ``tagstore add-tag`` fits a tag.
 
 The train split is the catalogue: its statistics standardise, and the unlabelled sample is drawn from
-it by :func:`tagstore.learning.fit.fit_examples` (the tag's seed, examples left out, catalogue order) —
+it by :func:`tagstore.learning.fit.fit_examples` (one fixed order, examples left out) —
 the function ``add-tag`` calls too. The test split is scored and never seen by a fit.
 """
 
@@ -32,6 +32,7 @@ class FitRecord:
     unlabelled_ids: tuple[str, ...]
     scores: np.ndarray  # (len(plan.eval_ids),) float32
     fit_s: float  # seconds in fit_examples
+    threshold: float = float("nan")  # the model's threshold (predicted: scores >= threshold)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Space:
     stats: CatalogueStats  # of X[pool]
     X_test: np.ndarray  # (len(plan.eval_ids), d)
     clip_of: dict[int, str]  # train row -> a clip id (for FitRecord)
+    track_of: dict[str, str] = field(default_factory=dict)  # clip id -> its track (CV groups; default: the clip)
 
 
 def space(spec: str, X: np.ndarray, row: dict[str, int], clips: Sequence[Clip], plan: FewShotPlan) -> Space:
@@ -52,7 +54,8 @@ def space(spec: str, X: np.ndarray, row: dict[str, int], clips: Sequence[Clip], 
     train_ids = sorted((c.id for c in clips if c.split == "train"), key=row.__getitem__)
     pool = np.unique(np.array([row[i] for i in train_ids], dtype=np.int64))
     return Space(spec, X, row, pool, CatalogueStats.from_embeddings(X[pool]),
-                 X[[row[i] for i in plan.eval_ids]], {row[i]: i for i in reversed(train_ids)})  # fmt: skip
+                 X[[row[i] for i in plan.eval_ids]], {row[i]: i for i in reversed(train_ids)},
+                 {c.id: c.track for c in clips})  # fmt: skip
 
 
 def fit_draw(sp: Space, draw: Draw, method: str) -> tuple[TagModel, np.ndarray]:
@@ -60,7 +63,9 @@ def fit_draw(sp: Space, draw: Draw, method: str) -> tuple[TagModel, np.ndarray]:
     pos = [sp.row[i] for i in draw.pos_ids]
     neg = [sp.row[i] for i in draw.neg_ids]
     rows: Callable[[np.ndarray], np.ndarray] = lambda r: sp.X[r]  # noqa: E731
-    return fit_examples(draw.tag, sp.X[pos], sp.X[neg], sp.pool, rows, set(pos) | set(neg), sp.stats, method)
+    groups = [("track", sp.track_of.get(i, i)) for i in (*draw.pos_ids, *draw.neg_ids)]
+    return fit_examples(draw.tag, sp.X[pos], sp.X[neg], sp.pool, rows, set(pos) | set(neg), sp.stats, method,
+                        groups=groups)  # fmt: skip
 
 
 def methods_for(draw: Draw, methods: Sequence[str]) -> list[str]:
@@ -93,10 +98,10 @@ def fit_draws(sp: Space, plan: FewShotPlan, draws: Sequence[Draw], methods: Sequ
             scores = model.score(sp.X_test)
             out.fit_s += t1 - t0
             out.score_s += time.perf_counter() - t1
-            out.results.append(protocol.score_draw(plan, draw, scores, sp.spec, method))
+            out.results.append(protocol.score_draw(plan, draw, scores, sp.spec, method, model.threshold))
             if keep_fits:
                 unl_ids = tuple(sp.clip_of[int(r)] for r in unl)
-                out.records.append(FitRecord(sp.spec, method, draw, unl_ids, scores, t1 - t0))
+                out.records.append(FitRecord(sp.spec, method, draw, unl_ids, scores, t1 - t0, model.threshold))
     return out
 
 

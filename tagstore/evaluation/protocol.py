@@ -10,7 +10,8 @@ Draws are nested: within one (tag, draw) the K=2 positives start with the K=1 po
 learning curve varies K alone. Each (seed, tag, draw) has its own random stream, so adding a tag or a
 clip of another tag leaves other tags' draws unchanged.
 
-Results (:class:`Result`: one tag's AP and ROC-AUC for one embedder, method, K and draw) are aggregated
+Results (:class:`Result`: one tag's AP, ROC-AUC and F1 at the fit's threshold for one embedder, method, K
+and draw) are aggregated
 by :func:`aggregate`: macro over tags within a draw, then mean ± std (population, ddof=0) over draws.
 """
 
@@ -86,6 +87,7 @@ class Result:
     tag: str
     ap: float
     auc: float
+    f1: float | None = None  # F1 of the predicted set (scores >= the fit's threshold) on the evaluation set
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class CurvePoint:
     ap_std: float
     auc_mean: float
     auc_std: float
+    f1_mean: float | None = None  # None when the results carry no F1
+    f1_std: float | None = None
 
 
 def _stream(seed: int, tag: str, draw: int) -> np.random.Generator:
@@ -180,14 +184,23 @@ def few_shot_plan(clips: Iterable[LabelledClip], shots: Sequence[int] = DEFAULT_
                        tuple(draws), skipped)
 
 
-def score_draw(plan: FewShotPlan, draw: Draw, scores, embedder: str, method: str) -> Result:
-    """A :class:`Result` from ``scores`` (len(plan.eval_ids),) float: the draw's model on the eval set."""
+def f1_at(y: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 of a predicted set ``predicted`` (n,) bool against ``y`` (n,) bool (0 when nothing is right)."""
+    tp = float(np.sum(y & predicted))
+    return 2 * tp / max(float(y.sum() + predicted.sum()), 1.0)
+
+
+def score_draw(plan: FewShotPlan, draw: Draw, scores, embedder: str, method: str,
+               threshold: float = float("nan")) -> Result:  # fmt: skip
+    """A :class:`Result` from ``scores`` (len(plan.eval_ids),) float: the draw's model on the eval set;
+    F1 of ``scores >= threshold`` (the model's decision) beside the ranking metrics."""
     s = np.asarray(scores, dtype=np.float64)
     if s.shape != (len(plan.eval_ids),):
         raise ValueError(f"scores must have shape ({len(plan.eval_ids)},); got {s.shape}")
     y = plan.truth(draw.tag)
+    f1 = f1_at(y, s >= threshold) if np.isfinite(threshold) else None
     return Result(embedder, method, draw.k, draw.draw, draw.tag,
-                  metrics.average_precision(y, s), metrics.roc_auc(y, s))
+                  metrics.average_precision(y, s), metrics.roc_auc(y, s), f1)
 
 
 def _k_order(k: int | None) -> float:
@@ -204,9 +217,12 @@ def aggregate(results: Iterable[Result]) -> list[CurvePoint]:
     for (emb, method, k), by_draw in cells.items():
         ap = np.array([np.mean([r.ap for r in rs]) for rs in by_draw.values()])
         auc = np.array([np.mean([r.auc for r in rs]) for rs in by_draw.values()])
+        with_f1 = all(r.f1 is not None for rs in by_draw.values() for r in rs)
+        f1 = np.array([np.mean([r.f1 for r in rs]) for rs in by_draw.values()]) if with_f1 else None
         n_tags = max(len({r.tag for r in rs}) for rs in by_draw.values())
         points.append(CurvePoint(emb, method, k, len(by_draw), n_tags, float(ap.mean()),
-                                 float(ap.std()), float(auc.mean()), float(auc.std())))
+                                 float(ap.std()), float(auc.mean()), float(auc.std()),
+                                 None if f1 is None else float(f1.mean()), None if f1 is None else float(f1.std())))
     return sorted(points, key=lambda p: (p.embedder, p.method, _k_order(p.k)))
 
 

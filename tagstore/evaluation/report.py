@@ -29,9 +29,9 @@ def k_label(k: int | None) -> str:
     return "full" if k is None else str(k)
 
 
-def fmt(mean: float, std: float) -> str:
-    """A mean ± std cell, three decimals: ``0.812 ± 0.031``."""
-    return f"{mean:.3f} ± {std:.3f}"
+def fmt(mean: float | None, std: float | None) -> str:
+    """A mean ± std cell, three decimals: ``0.812 ± 0.031`` (empty when there is no value)."""
+    return "" if mean is None or std is None else f"{mean:.3f} ± {std:.3f}"
 
 
 def _plot(points: list[CurvePoint], metric: str, title: str, path: Path) -> None:
@@ -81,8 +81,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _summary(points: list[CurvePoint]) -> str:
     rows = [[p.embedder, p.method, k_label(p.k), str(p.n_draws), str(p.n_tags),
-             fmt(p.ap_mean, p.ap_std), fmt(p.auc_mean, p.auc_std)] for p in points]
-    return _table(["embedder", "method", "K", "draws", "tags", "macro AP", "macro ROC-AUC"], rows)
+             fmt(p.ap_mean, p.ap_std), fmt(p.auc_mean, p.auc_std), fmt(p.f1_mean, p.f1_std)] for p in points]
+    return _table(["embedder", "method", "K", "draws", "tags", "macro AP", "macro ROC-AUC",
+                   "macro F1 at threshold"], rows)  # fmt: skip
 
 
 def _per_tag(results: list[Result]) -> str:

@@ -5,9 +5,10 @@ After Ma & Lerch (2024), "Music auto-tagging in the long tail: a few-shot approa
 probe on standardised embeddings learns rare tags from 1-20 examples; prototypes help at 1-5; an
 ensemble averages both on a common catalogue z scale. Entry point: :func:`fit_tag` -> :class:`TagModel`.
 
-stats (the one catalogue mean/std, input checks) · sampling (the tag seed, the unlabelled sample) ·
-probe (exact logistic regression) · metrics (AP, ROC-AUC, folds, F1 threshold, reference constants) ·
-model (TagModel, serialisation) · fit (fit_tag) · neighbours (propagate, suggest, explain).
+stats (the one catalogue mean/std, input checks) · sampling (the fixed-order unlabelled sample) ·
+probe (exact logistic regression) · metrics (AP, ROC-AUC, F1 threshold, reference constants) ·
+decision (grouped folds, calibration, threshold rules) · model (TagModel, serialisation) · fit (fit_tag) ·
+neighbours (propagate, suggest, explain).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tagstore.learning.fit import FALLBACK_Z, N_FOLDS, UNLABELLED_WEIGHT, fit_tag
+    from tagstore.learning.decision import Calibration, OutOfFold, Rule
+    from tagstore.learning.fit import FALLBACK_Z, N_FOLDS, UNLABELLED_WEIGHT, fit_tag, rethreshold
     from tagstore.learning.metrics import average_precision, best_f1_threshold
     from tagstore.learning.model import FORMAT_VERSION, METHODS, TagModel, score_tags
     from tagstore.learning.neighbours import Contribution, Explanation, Suggestion, explain, propagate, suggest
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
     from tagstore.learning.stats import CatalogueStats
 
 _HOMES = {
-    "fit": ("FALLBACK_Z", "N_FOLDS", "UNLABELLED_WEIGHT", "fit_tag"),
+    "decision": ("Calibration", "OutOfFold", "Rule"),
+    "fit": ("FALLBACK_Z", "N_FOLDS", "UNLABELLED_WEIGHT", "fit_tag", "rethreshold"),
     "metrics": ("average_precision", "best_f1_threshold"),
     "model": ("FORMAT_VERSION", "METHODS", "TagModel", "score_tags"),
     "neighbours": ("Contribution", "Explanation", "Suggestion", "explain", "propagate", "suggest"),
@@ -43,7 +46,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "C_DEFAULT", "C_GRID", "FALLBACK_Z", "FORMAT_VERSION", "METHODS", "N_FOLDS", "UNLABELLED_WEIGHT",
-    "CatalogueStats", "Contribution", "Explanation", "Suggestion", "TagModel",
-    "average_precision", "best_f1_threshold", "explain", "fit_probe", "fit_tag", "propagate",
-    "score_tags", "suggest",
+    "Calibration", "CatalogueStats", "Contribution", "Explanation", "OutOfFold", "Rule", "Suggestion",
+    "TagModel", "average_precision", "best_f1_threshold", "explain", "fit_probe", "fit_tag", "propagate",
+    "rethreshold", "score_tags", "suggest",
 ]  # fmt: skip

@@ -1,32 +1,43 @@
 """fit_tag: learn one tag from example vectors (the one entry point of tag learning).
 
 Rows seen by a fit: the positives, the user's negatives, and tracks sampled from the catalogue, which
-serve twice: half become negatives ("probably not this rare tag", weight UNLABELLED_WEIGHT relative to a
-user's negative) and half the *reference*, never trained on, over which each score's median and spread
-are measured. Those constants put every score on a catalogue z scale fixed at fit time: the ensemble
-averages z-scores, and the threshold is chosen on that scale, so scoring any later batch of tracks gives
-exactly what a full rescoring would.
+serve twice: alternate ones (in catalogue order) become negatives ("probably not this rare tag", weight
+UNLABELLED_WEIGHT relative to a user's negative) and the others the *reference*, never trained on, over
+which each score's median and spread are measured. Those constants put every score on a catalogue z
+scale fixed at fit time: the ensemble averages z-scores, and the threshold is chosen on that scale, so
+scoring any later batch of tracks gives exactly what a full rescoring would.
+
+A fit is a function of its rows as a set: examples are put in a canonical (content) order first, folds
+are grouped and dealt deterministically (:mod:`.decision`), and nothing is random. So the same examples,
+in any order and under any tag name, give the same model, byte for byte.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from tagstore.errors import TagError
-from tagstore.learning.metrics import (
-    average_precision_or_nan,
-    best_f1_threshold,
-    reference_constants,
-    stratified_folds,
+from tagstore.learning.decision import (
+    Calibration,
+    OutOfFold,
+    Rule,
+    base_rate,
+    choose_threshold,
+    grouped_folds,
+    platt,
 )
+from tagstore.learning.metrics import average_precision_or_nan, reference_constants
 from tagstore.learning.model import METHODS, Ref, TagModel, combine_scores
-from tagstore.learning.sampling import sample_unlabelled, tag_seed
+from tagstore.learning.sampling import sample_unlabelled
 from tagstore.learning.probe import C_DEFAULT, C_GRID, class_weights, newton_kernel
 from tagstore.learning.stats import CatalogueStats, as_matrix, unit_rows
+
+log = logging.getLogger("tagstore")
 
 UNLABELLED_WEIGHT = 0.25
 """Weight of a sampled catalogue track as a negative, relative to a user's negative (before balancing)."""
@@ -149,27 +160,39 @@ def _select(data: _Data, oof: list[tuple[np.ndarray, np.ndarray]], grid: tuple[f
     return min(range(len(grid)), key=keys.__getitem__)
 
 
+def _canonical(X: np.ndarray, groups: list[Hashable]) -> tuple[np.ndarray, list[Hashable]]:
+    """Rows of ``X`` (and their groups) in a canonical order: by their bytes (then group), so a fit does
+    not depend on the order examples were given in."""
+    order = sorted(range(len(X)), key=lambda i: (X[i].tobytes(), repr(groups[i])))
+    return X[order], [groups[i] for i in order]
+
+
 def fit_tag(
     X_pos: np.ndarray,
     X_neg: np.ndarray | None,
     X_unlabelled: np.ndarray | None,
     stats: CatalogueStats,
     method: str = "ensemble",
-    seed: int = 0,
     *,
     C: float | None = None,
     X_reference: np.ndarray | None = None,
     unlabelled_weight: float = UNLABELLED_WEIGHT,
     n_folds: int = N_FOLDS,
+    groups: Sequence[Hashable] | None = None,
+    rule: Rule | None = None,
 ) -> TagModel:
     """Learn a tag from example vectors; all arrays are (m, d) float32 rows of the store's layout.
 
     X_pos: positives (>= 1). X_neg: the user's negatives (may be None/empty). X_unlabelled: a uniform
-    sample of catalogue tracks, not labelled for this tag (recommend 400): when it has >= 2*MIN_REFERENCE
-    rows, a seeded half become down-weighted negatives and the other half the reference sample (unless
-    ``X_reference`` is given, then all are negatives). Without a reference sample, the training rows
-    themselves serve as reference. stats: catalogue mean/std. method: "probe", "prototype" or "ensemble".
-    C: fix the probe's inverse L2 strength instead of cross-validating it. Deterministic given ``seed``.
+    sample of catalogue tracks, not labelled for this tag (recommend 400), in catalogue order: when it has
+    >= 2*MIN_REFERENCE rows, alternate rows become down-weighted negatives and the others the reference
+    sample (unless ``X_reference`` is given, then all are negatives). Without a reference sample, the
+    training rows themselves serve as reference. stats: catalogue mean/std. method: "probe", "prototype"
+    or "ensemble". C: fix the probe's inverse L2 strength instead of cross-validating it. groups: one
+    hashable per example (positives, then negatives): examples of one group (a track, an album) never
+    fall in different cross-validation folds (default: each example its own group); sampled tracks are
+    each their own group. rule: how the threshold is chosen (default F1, see :mod:`.decision`).
+    Deterministic, and invariant to the order of the examples.
     """
     if method not in METHODS:
         raise TagError(f"unknown tag learning method {method!r}; use one of {', '.join(METHODS)}")
@@ -187,51 +210,103 @@ def fit_tag(
             "the tag has only positive examples and no catalogue tracks to sample negatives from; "
             "add negative examples or tracks to the catalogue"
         )
-    rng = np.random.default_rng(seed)
+    g = [("example", i) for i in range(len(P) + len(N))] if groups is None else list(groups)
+    if len(g) != len(P) + len(N):
+        raise TagError(f"groups has {len(g)} entries for {len(P) + len(N)} examples; give one per example")
+    P, g_pos = _canonical(P, g[: len(P)])
+    N, g_neg = _canonical(N, g[len(P) :])
     if R is None and len(U) >= 2 * MIN_REFERENCE:
-        perm = rng.permutation(len(U))
-        R, U = U[np.sort(perm[: len(U) // 2])], U[np.sort(perm[len(U) // 2 :])]
+        R, U = U[0::2], U[1::2]
     if R is not None and len(R) == 0:
         R = None
     data = _prepare(P, N, U, R, stats, unlabelled_weight)
-    return _fit(
-        data, stats, method, seed, C, n_folds, rng, (len(P), len(N), len(U), len(R) if R is not None else 0)
-    )
+    row_groups = [("+", x) for x in g_pos] + [("+", x) for x in g_neg] + [("sampled", i) for i in range(len(U))]
+    counts = (len(P), len(N), len(U), len(R) if R is not None else 0)
+    return _fit(data, stats, method, C, n_folds, row_groups, counts, rule or Rule())
 
 
-def _fit(data: _Data, stats: CatalogueStats, method: str, seed: int, C: float | None, n_folds: int,
-         rng: np.random.Generator, counts: tuple[int, int, int, int]) -> TagModel:  # fmt: skip
-    n_pos, n_neg = counts[0], counts[1] + counts[2]
-    k = min(n_folds, n_pos, n_neg)
+def _grid(method: str, C: float | None, k: int, n_pos: int, n_neg: int) -> tuple[float, ...]:
     if method == "prototype":
-        grid: tuple[float, ...] = (float("nan"),)
-    elif C is not None:
-        grid = (float(C),)
-    elif k >= 2 and min(n_pos, n_neg) >= MIN_PER_CLASS_FOR_C:
-        grid = C_GRID
-    else:
-        grid = (C_DEFAULT,)
-    if C is not None and not C > 0:
-        raise TagError(f"C must be positive, got {C}")
-    oof = _cross_validate(data, stratified_folds(data.groups, k, rng), method, grid) if k >= 2 else None
+        return (float("nan"),)
+    if C is not None:
+        if not C > 0:
+            raise TagError(f"C must be positive, got {C}")
+        return (float(C),)
+    if k >= 2 and min(n_pos, n_neg) >= MIN_PER_CLASS_FOR_C:
+        return C_GRID
+    return (C_DEFAULT,)
+
+
+def _fold_aps(y: np.ndarray, z: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """AP of each fold's own held-out rows (folds with a positive and a negative)."""
+    out = [average_precision_or_nan(y[folds == f], z[folds == f]) for f in range(int(folds.max()) + 1)
+           if y[folds == f].any() and not y[folds == f].all()]  # fmt: skip
+    return np.array(out, dtype=np.float64)
+
+
+def _reference_z(method: str, part: _Part, data: _Data, score_ref: Ref) -> np.ndarray:
+    """z-scores of the reference rows under ``part`` (its own constants ``score_ref``)."""
+    probe_ref, proto_ref, _ = _refs(method, part, data)
+    probe, proto = _components(part, data.Kr, data.Vr)
+    return (combine_scores(method, probe, proto, probe_ref, proto_ref) - score_ref[0]) / score_ref[1]
+
+
+def _fit(data: _Data, stats: CatalogueStats, method: str, C: float | None, n_folds: int,
+         row_groups: list[Hashable], counts: tuple[int, int, int, int], rule: Rule) -> TagModel:  # fmt: skip
+    n_pos, n_neg = counts[0], counts[1] + counts[2]
+    pos_groups = {gr for gr, y in zip(row_groups, data.y) if y}
+    neg_groups = {gr for gr, y in zip(row_groups, data.y) if not y}
+    k = min(n_folds, len(pos_groups), len(neg_groups))
+    grid = _grid(method, C, k, n_pos, n_neg)
+    folds = grouped_folds(row_groups, k) if k >= 2 else None
+    oof = _cross_validate(data, folds, method, grid) if folds is not None else None
     i = _select(data, oof, grid) if oof is not None and len(grid) > 1 else 0
     final = _fit_part(data, np.arange(data.y.shape[0]), method, grid[i])
     probe_ref, proto_ref, score_ref = _refs(method, final, data)
+    nan = float("nan")
+    calibration, cv, cv_ap, cv_ap_std = None, None, nan, nan
     if oof is not None:
-        t_z, cv_f1 = best_f1_threshold(data.y, oof[i][0])
-        cv_ap = average_precision_or_nan(data.y, oof[i][0])
-    else:  # one positive: nothing held out; stay below the positives' own (optimistic) scores
+        z = oof[i][0]
+        sampled = data.groups == 2
+        catalogue = np.concatenate([z[sampled], _reference_z(method, final, data, score_ref)])
+        if not catalogue.size:  # no catalogue sample: the examples are the catalogue
+            catalogue = z
+        cv = OutOfFold(z[data.y], z[~data.y], data.base[~data.y], catalogue)
+        calibration = Calibration(*platt(cv), base_rate(cv, low=n_pos / max(stats.count, n_pos)))
+        t_z = choose_threshold(cv, calibration, rule)
+        cv_ap = average_precision_or_nan(data.y, z)
+        per_fold = _fold_aps(data.y, z, folds)
+        cv_ap_std = float(per_fold.std()) if per_fold.size else nan
+    else:  # one positive group: nothing held out; stay below the positives' own (optimistic) scores
+        if rule.kind != "f1":
+            log.warning("a tag with one positive example (group) cannot be calibrated: threshold rule %s "
+                        "falls back to the default until more examples are given", rule.describe())  # fmt: skip
+            rule = Rule()
         z_pos, _ = _score_z(method, final, data, np.flatnonzero(data.y))
-        t_z, cv_f1, cv_ap = min(FALLBACK_Z, 0.5 * float(z_pos.min())), float("nan"), float("nan")
+        t_z = min(FALLBACK_Z, 0.5 * float(z_pos.min()))
     f32 = lambda a: None if a is None else np.asarray(a, dtype=np.float32)  # noqa: E731
     return TagModel(
         method=method, mean=stats.mean.copy(), std=stats.std.copy(),
         threshold=score_ref[0] + t_z * score_ref[1], score_ref=score_ref,
         coef=None if final.alpha is None else f32(data.Z.T @ final.alpha), intercept=float(final.b),
         C=grid[i], proto_pos=f32(final.proto_pos), proto_neg=f32(final.proto_neg),
-        probe_ref=probe_ref, proto_ref=proto_ref, cv_ap=cv_ap, cv_f1=cv_f1,
-        n_pos=counts[0], n_neg=counts[1], n_sampled=counts[2], n_reference=counts[3], seed=seed,
+        probe_ref=probe_ref, proto_ref=proto_ref, cv_ap=cv_ap, cv_ap_std=cv_ap_std,
+        n_pos=counts[0], n_neg=counts[1], n_sampled=counts[2], n_reference=counts[3],
+        calibration=calibration, oof=cv, rule=rule,
     )  # fmt: skip
+
+
+def rethreshold(model: TagModel, rule: Rule) -> TagModel:
+    """``model`` with the threshold of ``rule``, from its stored out-of-fold scores (no refit)."""
+    if model.oof is None or model.calibration is None:
+        if rule.kind == "f1":
+            return model
+        raise TagError(
+            f"this tag was fitted from {model.n_pos} positive example(s) in one group, too few to cross-validate "
+            "and calibrate; add examples before setting a threshold rule"
+        )
+    t_z = choose_threshold(model.oof, model.calibration, rule)
+    return replace(model, threshold=model.score_ref[0] + t_z * model.score_ref[1], rule=rule)
 
 
 def fit_examples(
@@ -243,18 +318,25 @@ def fit_examples(
     exclude: Iterable[int],
     stats: CatalogueStats,
     method: str,
+    *,
+    groups: Sequence[Hashable] | None = None,
+    rule: Rule | None = None,
 ) -> tuple[TagModel, np.ndarray]:
-    """Fit ``tag`` the one way ``add-tag`` and the evaluation both fit: the user's examples, plus an
-    unlabelled sample of the catalogue drawn with the tag's seed.
+    """Fit a tag the one way ``add-tag`` and the evaluation both fit: the user's examples, plus a
+    fixed-order unlabelled sample of the catalogue (:func:`.sampling.sample_unlabelled`).
 
-    X_pos, X_neg: (p, d), (n, d) example vectors. pool: (m,) int64 catalogue ids (or rows) to sample
-    from; ``rows(ids)`` returns their vectors (k, d); ``exclude``: ids that are examples. Returns the
-    model and the sampled ids (ascending).
+    tag: the tag's name, only for messages (it never changes the fit). X_pos, X_neg: (p, d), (n, d)
+    example vectors; groups: one hashable per example (see :func:`fit_tag`). pool: (m,) int64 catalogue
+    ids (or rows) to sample from, ascending; ``rows(ids)`` returns their vectors (k, d); ``exclude``: ids
+    that are examples. Returns the model and the sampled ids (ascending).
     """
-    seed = tag_seed(tag)
-    sampled = sample_unlabelled(pool, exclude, seed)
+    sampled = sample_unlabelled(pool, exclude)
     U = rows(sampled) if len(sampled) else np.zeros((0, stats.dim), np.float32)
     # The fit solves many tiny systems: BLAS threads only add contention there (5-10x slower on a busy
     # machine), and one thread makes the result independent of the machine's thread count.
     with threadpool_limits(1, user_api="blas"):
-        return fit_tag(X_pos, X_neg, U, stats, method=method, seed=seed), sampled
+        try:
+            model = fit_tag(X_pos, X_neg, U, stats, method=method, groups=groups, rule=rule)
+        except TagError as exc:
+            raise TagError(f"tag {tag!r}: {exc}") from None
+    return model, sampled

@@ -1,6 +1,6 @@
 """Ranking metrics, in numpy: average precision and ROC-AUC per tag and their macro averages over tags
-(for evaluation), and the cross-validation helpers of tag learning (stratified folds, the F1 threshold,
-robust reference constants).
+(for evaluation), and the cross-validation helpers of tag learning (the F1 threshold, robust reference
+constants).
 
 Ties are handled as scikit-learn does (``average_precision_score``, ``roc_auc_score``): tied scores form
 one threshold, so AP steps once per distinct score and ROC-AUC gives a tied positive/negative pair
@@ -103,22 +103,6 @@ def macro(y_true, scores, metric: str | Metric = "ap") -> float:
     values = per_tag(y_true, scores, metric)
     values = values[~np.isnan(values)]
     return float(values.mean()) if values.size else float("nan")
-
-
-def stratified_folds(groups: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Fold id in [0, k) for each of n rows, stratified by ``groups`` (n,) int.
-
-    Each group is shuffled and dealt round-robin, continuing where the previous group stopped, so fold
-    sizes differ by at most one and a group (or run of consecutive groups) with >= k rows reaches every fold.
-    """
-    folds = np.empty(groups.shape[0], dtype=np.int64)
-    offset = 0
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        rng.shuffle(idx)
-        folds[idx] = (np.arange(idx.size) + offset) % k
-        offset += idx.size
-    return folds
 
 
 def average_precision_or_nan(y: np.ndarray, scores: np.ndarray) -> float:

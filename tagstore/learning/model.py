@@ -8,14 +8,18 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from tagstore.errors import StoreFormatError, TagError
+from tagstore.learning.decision import Calibration, OutOfFold, Rule
 
 METHODS = ("probe", "prototype", "ensemble")
 FORMAT = "tagstore.tagmodel"
-FORMAT_VERSION = 1
-SCORE_CHUNK = 16384
-"""Rows scored at once: bounds the temporary centred copy to SCORE_CHUNK * d float32."""
+FORMAT_VERSION = 2
+"""2: calibration, out-of-fold scores, threshold rule and CV AP spread (1: read, without them)."""
+SCORE_CHUNK = 1024
+"""Rows scored at once: bounds the temporary centred copy to SCORE_CHUNK * d float32, small enough (2 MB at
+d = 512) to stay in cache between the centring, the product and the norms (see benchmarks/bench_web.py)."""
 
 Ref = tuple[float, float]
 """(centre, scale) of a score over the reference sample: z = (score - centre) / scale."""
@@ -52,9 +56,11 @@ class TagModel:
       constants (``probe_ref``, ``proto_ref``) fixed at fit time from a reference catalogue sample.
 
     ``score_ref`` holds the same constants for the method's own score: ``threshold`` was chosen on that
-    z scale by cross-validation and stored converted back to the score's scale. ``predict`` is
-    ``score >= threshold``. ``cv_ap``/``cv_f1``: pooled out-of-fold AP and F1 at the threshold (NaN when
-    there were too few examples to cross-validate).
+    z scale by the threshold ``rule`` on grouped cross-validation and stored converted back to the
+    score's scale. ``predict`` is ``score >= threshold``. ``cv_ap``: pooled out-of-fold AP, ``cv_ap_std``
+    its spread (std over folds). ``oof``: the out-of-fold z-scores the decision was made on;
+    ``calibration``: what turns a score into a probability (:meth:`probability`). All three are None/NaN
+    when there were too few examples (groups) to cross-validate.
     """
 
     method: str
@@ -70,12 +76,14 @@ class TagModel:
     probe_ref: Ref | None = None
     proto_ref: Ref | None = None
     cv_ap: float = float("nan")
-    cv_f1: float = float("nan")
+    cv_ap_std: float = float("nan")
     n_pos: int = 0
     n_neg: int = 0
     n_sampled: int = 0
     n_reference: int = 0
-    seed: int = 0
+    calibration: Calibration | None = None
+    oof: OutOfFold | None = None
+    rule: Rule = field(default_factory=Rule)
     version: int = field(default=FORMAT_VERSION)
 
     @property
@@ -134,22 +142,51 @@ class TagModel:
         """Scores in units of the reference sample's spread: (scores - centre) / scale."""
         return (np.asarray(scores, dtype=np.float64) - self.score_ref[0]) / self.score_ref[1]
 
+    def probability(self, scores: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (float64, same shape) of scores; NaN for an uncalibrated model."""
+        if self.calibration is None:
+            return np.full(np.shape(scores), np.nan)
+        return self.calibration.probability(self.to_z(scores))
+
+    @property
+    def threshold_probability(self) -> float:
+        """The calibrated probability at the threshold (NaN for an uncalibrated model)."""
+        return float(self.probability(np.array([self.threshold]))[0])
+
+    @property
+    def expected(self) -> tuple[float, float]:
+        """Expected (precision, recall) on the catalogue at the threshold, from cross-validation (NaN, NaN
+        for an uncalibrated model)."""
+        if self.oof is None or self.calibration is None:
+            return float("nan"), float("nan")
+        return self.oof.operating_point(float(self.to_z(self.threshold)), self.calibration.prior)
+
+    @property
+    def base_rate(self) -> float:
+        """The estimated share of the catalogue carrying the tag (NaN for an uncalibrated model)."""
+        return float("nan") if self.calibration is None else self.calibration.prior
+
     # --- serialisation ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, np.ndarray]:
         """Flat dict of numpy arrays (unused parts omitted), tagged with the format name and version."""
         d: dict[str, np.ndarray] = {
             "format": np.asarray(FORMAT),
-            "version": np.asarray(self.version, dtype=np.int64),
+            "version": np.asarray(FORMAT_VERSION, dtype=np.int64),  # the layout written is always this one
             "method": np.asarray(self.method),
             "mean": np.asarray(self.mean, dtype=np.float32),
             "std": np.asarray(self.std, dtype=np.float32),
-            "scalars": np.asarray([self.threshold, self.intercept, self.C, self.cv_ap, self.cv_f1]),
-            "counts": np.asarray(
-                [self.n_pos, self.n_neg, self.n_sampled, self.n_reference, self.seed], np.int64
-            ),
+            "scalars": np.asarray([self.threshold, self.intercept, self.C, self.cv_ap, self.cv_ap_std]),
+            "counts": np.asarray([self.n_pos, self.n_neg, self.n_sampled, self.n_reference], np.int64),
             "score_ref": np.asarray(self.score_ref, dtype=np.float64),
+            "rule": np.asarray([self.rule.kind, "" if self.rule.value is None else repr(float(self.rule.value))]),
         }
+        if self.calibration is not None:
+            c = self.calibration
+            d["calibration"] = np.asarray([c.a, c.b, c.prior], dtype=np.float64)
+        if self.oof is not None:
+            o = self.oof
+            d["oof_pos"], d["oof_neg"], d["oof_w"], d["oof_catalogue"] = o.pos, o.neg, o.w, o.catalogue
         for name in ("coef", "proto_pos", "proto_neg"):
             if getattr(self, name) is not None:
                 d[name] = np.asarray(getattr(self, name), dtype=np.float32)
@@ -173,8 +210,17 @@ class TagModel:
             method = str(d["method"])
             if method not in METHODS:
                 raise StoreFormatError(f"tag model has unknown method {method!r}")
-            threshold, intercept, C, cv_ap, cv_f1 = (float(v) for v in d["scalars"])
-            n_pos, n_neg, n_sampled, n_reference, seed = (int(v) for v in d["counts"])
+            threshold, intercept, C, cv_ap, last = (float(v) for v in d["scalars"])
+            cv_ap_std = last if version >= 2 else float("nan")  # version 1 stored the CV F1 there
+            n_pos, n_neg, n_sampled, n_reference = (int(v) for v in d["counts"][:4])
+            rule = Rule()
+            if "rule" in d:
+                kind, value = (str(v) for v in d["rule"])
+                rule = Rule(kind, float(value) if value else None)
+            calibration = Calibration(*(float(v) for v in d["calibration"])) if "calibration" in d else None
+            oof = None
+            if "oof_pos" in d:
+                oof = OutOfFold(*(np.asarray(d[k], np.float64) for k in ("oof_pos", "oof_neg", "oof_w", "oof_catalogue")))
 
             def ref(name: str) -> Ref | None:
                 return (float(d[name][0]), float(d[name][1])) if name in d else None
@@ -186,8 +232,9 @@ class TagModel:
                 method=method, mean=arr("mean"), std=arr("std"), threshold=threshold,
                 score_ref=ref("score_ref"), coef=arr("coef"), intercept=intercept, C=C,
                 proto_pos=arr("proto_pos"), proto_neg=arr("proto_neg"), probe_ref=ref("probe_ref"),
-                proto_ref=ref("proto_ref"), cv_ap=cv_ap, cv_f1=cv_f1, n_pos=n_pos, n_neg=n_neg,
-                n_sampled=n_sampled, n_reference=n_reference, seed=seed, version=version,
+                proto_ref=ref("proto_ref"), cv_ap=cv_ap, cv_ap_std=cv_ap_std, n_pos=n_pos, n_neg=n_neg,
+                n_sampled=n_sampled, n_reference=n_reference, calibration=calibration, oof=oof, rule=rule,
+                version=version,
             )  # fmt: skip
         except KeyError as e:
             raise StoreFormatError(f"tag model is missing {e.args[0]!r}; refit the tag") from None
@@ -221,11 +268,13 @@ def _project(
         )
     proj = np.empty((X.shape[0], P.shape[1]), np.float32)
     out_norms = np.empty(X.shape[0], np.float32) if norms else None
-    for i in range(0, X.shape[0], SCORE_CHUNK):
-        Xc = np.subtract(X[i : i + SCORE_CHUNK], mean, dtype=np.float32)
-        proj[i : i + SCORE_CHUNK] = Xc @ P
-        if out_norms is not None:
-            out_norms[i : i + SCORE_CHUNK] = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
+    # A (chunk, d) @ (d, 2T) product is memory-bound: BLAS threads only add start-up and contention per call.
+    with threadpool_limits(1, user_api="blas"):
+        for i in range(0, X.shape[0], SCORE_CHUNK):
+            Xc = np.subtract(X[i : i + SCORE_CHUNK], mean, dtype=np.float32)
+            proj[i : i + SCORE_CHUNK] = Xc @ P
+            if out_norms is not None:
+                out_norms[i : i + SCORE_CHUNK] = np.sqrt(np.einsum("ij,ij->i", Xc, Xc))
     return proj, out_norms
 
 

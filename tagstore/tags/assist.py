@@ -44,7 +44,7 @@ def propagate(store: Store, name: str, k: int = 10, limit: int | None = None) ->
             raise TagError(f"tag {name!r} has no stored positive examples to propagate from")
         negs = tag_sql.example_ids(con, tag_id, label=0)
         q = index_vectors(store, store.embeddings(pos, con), record)
-    sims, nbrs = index.search(q, k + len(pos))
+    sims, nbrs = index.search(q, max(1, min(k + len(pos), index.ntotal)))
     found = learning.propagate(np.asarray(pos), nbrs, sims, exclude=negs, limit=limit)
     with store.transaction() as con:
         tag_sql.replace_suggestions(con, tag_id, [(s.id, s.score, s.sources) for s in found])

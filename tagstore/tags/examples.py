@@ -53,8 +53,19 @@ def read_list_file(path: str | Path) -> list[str]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise InputError(f"no examples file {p}; give a text file with one track id or path per line")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"the examples file {p} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8 with one track id or path per line"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"cannot read the examples file {p}: {exc.strerror}") from None
+    if "\x00" in text:
+        raise InputError(f"the examples file {p} holds NUL bytes (a binary file?); give a text file with one id or path per line")
     items = []
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             items.append(line)

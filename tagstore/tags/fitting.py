@@ -1,6 +1,6 @@
 """Fitting learned tags: examples in, a fitted model and a score for every track out.
 
-One path does it all (:func:`refit`): fit the tag's examples against a seeded unlabelled sample of the
+One path does it all (:func:`refit`): fit the tag's examples against a fixed-order unlabelled sample of the
 catalogue, score every track, and save the model, the examples and the scores in one transaction, so a
 failure anywhere leaves the tag exactly as it was. ``add-tag``, ``remove-examples`` and the refits after
 a re-embed all go through it. Every function here expects the caller to hold the write lock, except
@@ -22,11 +22,12 @@ from tagstore.catalogue import Connection
 from tagstore.catalogue import records
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue import tracks as track_sql
-from tagstore.catalogue.tags import FittedTag
+from tagstore.catalogue.tags import Decision, FittedTag
+from tagstore.derived.index import catalogue_stats
 from tagstore.derived.matrix import Matrix, matrix
 from tagstore.derived.matrix import is_current as matrix_is_current
 from tagstore.errors import AudioError, TagError
-from tagstore.learning import METHODS, CatalogueStats, TagModel, score_tags
+from tagstore.learning import METHODS, CatalogueStats, Rule, TagModel, score_tags
 from tagstore.learning.fit import fit_examples
 from tagstore.store import Store
 from tagstore.tags.examples import (
@@ -73,10 +74,33 @@ def fit_stats(store: Store, con: Connection, mat: Matrix | None = None) -> Catal
         return CatalogueStats(record.stats_mean, record.stats_std, int(record.stats_count))
     if mat is not None:
         return CatalogueStats.from_chunks(vectors for _, vectors in mat.chunks())
-    return CatalogueStats.from_chunks(raw for _, raw in track_sql.iter_embeddings(con, store.layout.dim))
+    stats = catalogue_stats(con, store.layout.dim, min_tracks=1)
+    if stats is None:
+        raise TagError(f"the store {store.path} is empty; add tracks with `tagstore add` before learning tags")
+    return stats
 
 
-def fit(store: Store, con: Connection, name: str, examples: list[Example], method: str, mat: Matrix | None = None) -> TagModel:
+def groups(con: Connection, pos: list[Example], neg: list[Example]) -> list[Any]:
+    """Cross-validation groups of examples (positives, then negatives): a stored track's album (artist +
+    album) where known and the positives span at least two albums, else the track itself; an outside
+    file its content."""
+    ids = [e.track_id for e in pos + neg if e.track_id is not None]
+    rows = track_sql.summary_rows(con, ids) if ids else {}
+
+    def album(e: Example) -> Any:
+        row = rows.get(e.track_id) if e.track_id is not None else None
+        return ("album", row[2] or "", row[3]) if row and row[3] else None
+
+    def own(e: Example) -> Any:
+        return ("track", e.track_id) if e.track_id is not None else ("file", e.content_hash)
+
+    albums = {album(e) or own(e) for e in pos}
+    by_album = len(albums) >= 2
+    return [(album(e) or own(e)) if by_album else own(e) for e in pos + neg]
+
+
+def fit(store: Store, con: Connection, name: str, examples: list[Example], method: str, mat: Matrix | None = None,
+        rule: Rule | None = None) -> TagModel:  # fmt: skip
     """Fit a TagModel from resolved examples against the catalogue (``mat`` serves the sample from memory)."""
     pos = [e for e in examples if e.label > 0]
     neg = [e for e in examples if e.label <= 0]
@@ -85,7 +109,10 @@ def fit(store: Store, con: Connection, name: str, examples: list[Example], metho
 
     def vectors(exs: list[Example]) -> np.ndarray:
         ids = [e.track_id for e in exs if e.track_id is not None]
-        stored = store.embeddings(ids, con) if ids else np.zeros((0, store.layout.dim), np.float32)
+        if not ids:
+            stored = np.zeros((0, store.layout.dim), np.float32)
+        else:  # the mapped copy holds the same vectors as DuckDB, without a scan of the BLOBs
+            stored = mat.rows(np.asarray(ids, dtype=np.int64)) if mat is not None else store.embeddings(ids, con)
         outside = [e.vector for e in exs if e.track_id is None]
         return np.concatenate([stored, np.stack(outside)]) if outside else stored
 
@@ -98,7 +125,8 @@ def fit(store: Store, con: Connection, name: str, examples: list[Example], metho
         )
     rows = mat.rows if mat is not None else (lambda ids: store.embeddings(ids.tolist(), con))
     stats = fit_stats(store, con, mat)
-    model, _ = fit_examples(name, vectors(pos), vectors(neg), pool, rows, labelled, stats, method)
+    model, _ = fit_examples(name, vectors(pos), vectors(neg), pool, rows, labelled, stats, method,
+                            groups=groups(con, pos, neg), rule=rule)  # fmt: skip
     return model
 
 
@@ -140,9 +168,22 @@ class Refit:
     scores: np.ndarray
 
 
-def refit(store: Store, con: Connection, name: str, examples: list[Example], choice: str, mat: Matrix) -> Refit:
+def stored_rule(row: tag_sql.TagRow | None) -> Rule:
+    """The threshold rule a learned tag keeps (the default when none was set)."""
+    return Rule(row.rule, row.rule_value) if row is not None and row.rule else Rule()
+
+
+def decision(m: TagModel) -> Decision:
+    """What the catalogue keeps of a learned tag's decision."""
+    precision, recall = m.expected
+    return Decision(m.rule.kind, m.rule.value, *(_finite_or_none(v) for v in (
+        m.threshold_probability, precision, recall, m.cv_ap_std, m.base_rate)))  # fmt: skip
+
+
+def refit(store: Store, con: Connection, name: str, examples: list[Example], choice: str, mat: Matrix,
+          rule: Rule | None = None) -> Refit:  # fmt: skip
     """Fit a tag from its examples and score every track (nothing is written: see :func:`save`)."""
-    model = fit(store, con, name, examples, resolve_method(choice, examples), mat)
+    model = fit(store, con, name, examples, resolve_method(choice, examples), mat, rule)
     ids, scores = score_catalogue(store, con, [model], mat=mat)
     return Refit(model, ids, scores)
 
@@ -150,7 +191,8 @@ def refit(store: Store, con: Connection, name: str, examples: list[Example], cho
 def save(con: Connection, name: str, done: Refit, examples: list[Example], tag_id: int | None, choice: str) -> int:
     """Persist a refit: the model, its examples and its scores (in the caller's transaction)."""
     m = done.model
-    fitted = FittedTag(m.method, choice or m.method, float(m.threshold), _finite_or_none(m.cv_ap), m.to_bytes(), int(m.version))
+    fitted = FittedTag(m.method, choice or m.method, float(m.threshold), _finite_or_none(m.cv_ap), m.to_bytes(),
+                       int(m.version), decision(m))  # fmt: skip
     tag_id = tag_sql.save_learned(con, name, fitted, [e.stored() for e in examples], tag_id)
     tag_sql.write_scores(con, [tag_id], [m.threshold], done.ids, done.scores)
     return tag_id
@@ -162,8 +204,10 @@ def add_tag(
     examples: Sequence[str] = (),
     negatives: Sequence[str] = (),
     method: str | None = None,
+    rule: Rule | None = None,
 ) -> TagSummary:
-    """Create or extend a learned tag, refit it and score every track; all or nothing."""
+    """Create or extend a learned tag, refit it and score every track; all or nothing. ``rule``: a new
+    threshold rule, kept by later refits (None: the tag's own, else the default)."""
     t0 = time.perf_counter()
     name = check_tag_name(name)
     check_method(method)
@@ -177,14 +221,26 @@ def add_tag(
         if track_sql.embedding_count(con) == 0 and row is None:
             raise TagError(f"the store {store.path} is empty; add tracks with `tagstore add` before learning tags")
         new = resolve_examples(store, examples, 1, con) + resolve_examples(store, negatives, 0, con)
+        _refuse_both_labels(new)
         merged = merge(stored_examples(con, row.id) if row else [], new)
         choice = method or (row.method_choice if row and row.method_choice else DEFAULT_METHOD)
-        done = refit(store, con, name, merged, choice, mat)
+        done = refit(store, con, name, merged, choice, mat, rule or stored_rule(row))
     with store.transaction() as con:
         save(con, name, done, merged, row.id if row else None, choice)
         (summary,) = list_tags(store, con, names=[name])
     summary.fit_s = time.perf_counter() - t0
     return summary
+
+
+def _refuse_both_labels(examples: list[Example]) -> None:
+    labels: dict[Any, tuple[int, str]] = {}
+    for ex in examples:
+        key = ex.track_id if ex.track_id is not None else ex.content_hash
+        if key in labels and labels[key][0] != ex.label:
+            what = f"track {ex.track_id}" if ex.track_id is not None else ex.path
+            raise TagError(f"{what} is given both as a positive (--examples) and a negative (--negatives) example; "
+                           "give it once, with the label you mean")  # fmt: skip
+        labels[key] = (ex.label, ex.path)
 
 
 def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary:
@@ -206,7 +262,7 @@ def remove_examples(store: Store, name: str, items: Sequence[str]) -> TagSummary
                 raise TagError(f"{item!r} is not an example of {name!r}; see `tagstore tag-examples {name}`")
         row = tag_sql.tag_row(con, name)
         choice = (row.method_choice if row else None) or DEFAULT_METHOD
-        done = refit(store, con, name, keep, choice, mat)
+        done = refit(store, con, name, keep, choice, mat, stored_rule(row))
     with store.transaction() as con:
         save(con, name, done, keep, tag_id, choice)
         (summary,) = list_tags(store, con, names=[name])
@@ -274,7 +330,7 @@ def refit_all(store: Store) -> list[str]:
                 log.warning("tag %r has no positive examples left; it keeps no scores until you add some", name)
             else:
                 assert mat is not None
-                done = refit(store, con, name, examples, choice, mat)
+                done = refit(store, con, name, examples, choice, mat, stored_rule(tag_sql.tag_row(con, name)))
         with store.transaction() as con:
             tag_sql.clear_scores(con, tag_id)
             if done is not None:
