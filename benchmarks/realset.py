@@ -315,7 +315,8 @@ def sklearn_reference(plan, X: np.ndarray, row: dict[str, int], layout, clips, n
         idx = [row[i] for i in draw.pos_ids] + [row[i] for i in draw.neg_ids]
         y = np.r_[np.ones(len(draw.pos_ids)), np.zeros(len(draw.neg_ids))]
         lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000).fit(Z[idx], y)
-        results.append(protocol.score_draw(plan, draw, lr.decision_function(Z_test), name, "sklearn-lr"))
+        # decision 0 = probability 0.5: the reference's own predicted set, for its F1
+        results.append(protocol.score_draw(plan, draw, lr.decision_function(Z_test), name, "sklearn-lr", 0.0))
     return results
 
 
@@ -373,16 +374,21 @@ def evaluate_layouts(args: argparse.Namespace) -> None:
         meta.append(f"{layout}: {X.shape[1]}-d, fits in {time.perf_counter() - t0:.0f} s")
         say("  " + meta[-1])
         for p in protocol.aggregate(results):  # as they come, in case a long run is cut short
-            say(f"  {p.embedder} {p.method} K={p.k}: {p.ap_mean:.3f} ± {p.ap_std:.3f}")
+            f1 = "" if p.f1_mean is None else f", F1 {p.f1_mean:.3f}"
+            say(f"  {p.embedder} {p.method} K={p.k}: {p.ap_mean:.3f} ± {p.ap_std:.3f}{f1}")
     cells = {(p.embedder, p.method, p.k): p for p in curves}
     order = {layout: i for i, layout in enumerate(layouts)}
     print(f"{len(kept)} clips ({len(dropped)} dropped), {len(plan.tags)} tags, {len(plan.eval_ids)} test clips, "
-          f"{args.draws} draws, K = {args.shots}; macro AP mean ± std over draws\n")  # fmt: skip
-    print("| layout | method | " + " | ".join(f"K={k}" for k in shots) + " |")
-    print("|---|---|" + "---:|" * len(shots))
+          f"{args.draws} draws, K = {args.shots}; macro AP mean ± std over draws, and macro F1 of the predicted "
+          "set at each fit's own threshold (mean over draws)\n")  # fmt: skip
+    print("| layout | method | " + " | ".join(f"AP K={k}" for k in shots) + " | "
+          + " | ".join(f"F1 K={k}" for k in shots) + " |")  # fmt: skip
+    print("|---|---|" + "---:|" * (2 * len(shots)))
     for emb, method in sorted({(p.embedder, p.method) for p in curves}, key=lambda em: (order[em[0]], em[1])):
         vals = [cells.get((emb, method, k)) for k in shots]
-        print(f"| {emb} | {method} | " + " | ".join(f"{v.ap_mean:.3f} ± {v.ap_std:.3f}" if v else "" for v in vals) + " |")
+        ap = [f"{v.ap_mean:.3f} ± {v.ap_std:.3f}" if v else "" for v in vals]
+        f1 = [f"{v.f1_mean:.3f}" if v and v.f1_mean is not None else "" for v in vals]
+        print(f"| {emb} | {method} | " + " | ".join(ap + f1) + " |")
     print()
     for line in meta:
         print(f"- {line}")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +174,66 @@ def test_killed_ray_ingest_resumes_without_duplicates(local_ray, plain, folder: 
         hashes = [h for _, _, h in track_sql.embedded_tracks(con)]
     assert len(hashes) == len(set(hashes)) == 12
     assert_same_store(snapshot(plain), snapshot(store))
+
+
+def _ray_processes(marker: str) -> list[int]:
+    """Pids of processes whose command line or environment names ``marker`` (this test's Ray session)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes() + (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the run's Ray processes through /proc")
+def test_sigkilled_ray_ingest_resumes_without_duplicates(plain, folder: Path, tmp_path: Path) -> None:
+    """A real `tagstore add --ray local` killed with SIGKILL (driver, raylet and workers at once) after its
+    first shard: the next run imports the shards left and embeds only the rest, with no duplicate."""
+    pytest.importorskip("ray", reason="bulk ingest needs ray (the `ray` extra)")
+    from _faults import TAGSTORE, env
+
+    store = api.init(tmp_path / "ray", embedders="dsp")
+    shards = bulk.run_dir(store)
+    marker = f"tagstore-kill-{os.getpid()}-{tmp_path.name}"
+    environment = env(tmp_path, TAGSTORE_TEST_MARKER=marker, RAY_DISABLE_IMPORT_WARNING="1")
+    args = [TAGSTORE, "--store", str(store.path), "add", str(folder), "--ray", "local", "--shard-size", "4",
+            "--ray-cpus", "2"]  # fmt: skip
+    proc = subprocess.Popen(args, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 180
+    try:
+        while not bulk.shard_files(shards) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()[-2000:]}"
+        assert bulk.shard_files(shards), "no shard within 180 s"
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _ray_processes(marker):  # Ray's daemons may have left the process group: kill them too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stderr.close()
+    left = bulk.shard_files(shards)
+    assert 1 <= len(left) < 4 and api.info(store)["counts"]["tracks"] == 0  # shards written, nothing imported
+    import pyarrow.parquet as pq
+
+    in_shards = sum(pq.ParquetFile(p).metadata.num_rows for p in left)
+    resumed = api.add(store, [folder], files_per_shard=4, ray="local", ray_cpus=2)
+    assert resumed.shards["resumed_files"] == in_shards > 0
+    assert resumed.shards["resumed_files"] + resumed.shards["embedded_files"] == 14
+    assert len(resumed.added) == 12 and len(resumed.failed) == 1 and len(resumed.skipped) == 1
+    with reading(store.path) as con:
+        hashes = [h for _, _, h in track_sql.embedded_tracks(con)]
+    assert len(hashes) == len(set(hashes)) == 12
+    assert_same_store(snapshot(plain), snapshot(store))
+    deadline = time.monotonic() + 30
+    while _ray_processes(marker) and time.monotonic() < deadline:  # killed processes go; none is left running
+        time.sleep(0.2)
+    assert not _ray_processes(marker)
