@@ -7,10 +7,11 @@ audio embeddings; the issue allows synthetic vectors), written straight into Duc
 (``Flat`` first, as the reference, then ``auto``): ``tagstore rebuild --index SPEC`` as a child process
 (wall s and its peak RSS from ``wait4``), the index file's MB, recall@10 against the Flat results on 200
 seeded stored tracks as queries (their own id left out, as ``query similar ID`` does), and in-process
-``query similar`` throughput (one session, one loaded index). With ``auto`` active: the refresh of the
+``query similar`` throughput (one session, one loaded index), the cold CLI `query similar ID` (process
+start to exit, median of 5 ids; through the id lookup) and a `tagstore serve` under ``--clients`` keep-alive
+clients for ``--seconds`` (p50 / p99 ms of `/api/similar`, as benchmarks/bench_serve.py). With ``auto`` active: the refresh of the
 vector copy, ``add-tag`` (20 examples, ensemble, CV, score every track, persist; first and warm), the
-store folder against the raw vectors, and ``tag`` for ``--new`` new tracks x ``--tags`` tags. CLI cold
-query and server columns belong to the server work (issue 12 items 2-3) and are not measured here.
+store folder against the raw vectors, and ``tag`` for ``--new`` new tracks x ``--tags`` tags.
 ``--storage N`` first compares DuckDB BLOB and FLOAT[dim] columns for N rows (file MB, full read s).
 """
 
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,12 +31,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tagstore import api
-from tagstore import catalogue as cat
-from tagstore.derived import index as derived_index
-from tagstore.derived.matrix import matrix
-from tagstore.layout import Block, Layout
-from tagstore.store import Store
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_serve import cli_times, load, pct, start_server  # noqa: E402
+
+from tagstore import api  # noqa: E402
+from tagstore import catalogue as cat  # noqa: E402
+from tagstore.derived import index as derived_index  # noqa: E402
+from tagstore.derived.matrix import matrix  # noqa: E402
+from tagstore.layout import Block, Layout  # noqa: E402
+from tagstore.store import Store  # noqa: E402
 
 CHUNK = 20_000
 K = 10
@@ -140,16 +145,28 @@ def bench_size(n: int, dim: int, work: Path, args: argparse.Namespace) -> None:
             truth = found
         recall = float(np.mean([len(np.intersect1d(f, t)) / K for f, t in zip(found, truth)]))
         timed = qids[: args.flat_queries] if spec == "Flat" else qids
-        rows.append((spec, info["factory"], wall, rss, info["size_bytes"] / 1e6, recall, qps(store, timed),
-                     info.get("nprobe"), info.get("recall_at_10")))  # fmt: skip
+        q = qps(store, timed)
+        api.refresh_lookup(store)  # as `rebuild` from the CLI leaves it
+        cli_times(store.path, [int(qids[0])])  # one warm-up (page cache)
+        cold = statistics.median(cli_times(store.path, [int(i) for i in qids[1:6]])[0])
+        proc, host, port = start_server(store.path)
+        try:
+            lat, unanswered = load(host, port, n, args.clients, args.seconds)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+        server = f"{pct(lat, 50):.0f} / {pct(lat, 99):.0f} ({len(lat) / args.seconds:.0f} q/s" + (
+            f", {unanswered} unanswered)" if unanswered else ")")
+        rows.append((spec, info["factory"], wall, rss, info["size_bytes"] / 1e6, recall, q,
+                     info.get("nprobe"), info.get("recall_at_10"), cold, server))  # fmt: skip
         print(f"[{spec}: {info['factory']} built in {wall:.0f} s]", file=sys.stderr, flush=True)
     print(f"\n**{n:,} tracks x {dim}-d**\n")
     print("| index | factory | build s | peak RSS GB | index MB | recall@10 vs Flat | in-process q/s | nprobe (tuned) "
-          "| recall@10 recorded | CLI cold s | server p50/p99 ms |")
+          f"| recall@10 recorded | CLI cold s | server p50/p99 ms, {args.clients} clients |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
-    for spec, fac, wall, rss, mb, rec, q, nprobe, recorded in rows:
+    for spec, fac, wall, rss, mb, rec, q, nprobe, recorded, cold, server in rows:
         print(f"| {spec} | {fac} | {wall:.1f} | {rss:.2f} | {mb:,.0f} | {rec:.3f} | {q:.1f} | {nprobe or '-'} | "
-              f"{recorded if recorded is not None else 'exact'} | n/a | n/a |", flush=True)  # fmt: skip
+              f"{recorded if recorded is not None else 'exact'} | {cold:.3f} | {server} |", flush=True)  # fmt: skip
     # tags, with the auto index active; each row printed as soon as it is measured
     print("\n| step | s | target |\n|---|---:|---|", flush=True)
     with store.write_lock():
@@ -246,6 +263,8 @@ def main() -> None:
     ap.add_argument("--tags", type=int, default=50)
     ap.add_argument("--new", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=50, help="concurrent clients of the server")
+    ap.add_argument("--seconds", type=float, default=30.0, help="how long the clients ask")
     ap.add_argument("--storage", type=int, default=0, help="rows for the BLOB vs FLOAT[dim] comparison (0: skip)")
     ap.add_argument("--workdir", default=None, help="folder for the stores (default: a temp folder)")
     args = ap.parse_args()

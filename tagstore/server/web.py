@@ -113,10 +113,11 @@ def media_type(fmt: str | None) -> str | None:
 
 
 class _Transcodes:
-    """WAV copies of tracks a browser cannot play, in a private temporary folder (removed at exit)."""
+    """WAV copies of tracks a browser cannot play, in a private temporary folder (made at the first
+    transcode, removed at exit)."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="tagstore-web-")
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._kept: OrderedDict[str, Path] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -126,6 +127,8 @@ class _Transcodes:
             if key in self._kept and self._kept[key].is_file():
                 self._kept.move_to_end(key)
                 return self._kept[key]
+            if self._dir is None:
+                self._dir = tempfile.TemporaryDirectory(prefix="tagstore-web-")
             dest = Path(self._dir.name) / f"{key}.wav"
             audio.to_wav(track.path, dest)
             self._kept[key] = dest
