@@ -4,8 +4,9 @@
 
 A store of ``--tracks`` synthetic seeded vectors (a mixture of 24 clusters, so the map has shape) under a
 ``--dim``-d layout, with titles and artists, written straight into the catalogue as bench_store.py does.
-Every route is timed through FastAPI's TestClient (routing, JSON and the library call; no network), each
-request on its own, after one warm-up. The labelling loop is the page's: a tag started from one "yes",
+Every route is timed through FastAPI's TestClient on the app `tagstore serve` runs (the resident store:
+one catalogue connection kept open; routing, JSON and the library call; no network), each request on its
+own, after one warm-up. The labelling loop is the page's: a tag started from one "yes",
 then ``--answers`` answers, each a POST that refits the tag, rescores every track, saves, and returns the
 next proposals (the first proposal is answered by its cluster; every fourth answer is a "yes" to a track
 of the seed's cluster found by "more like this", as a user adds positives from a search). ``--browser`` also opens the map in headless Chromium (Debian's package, via Playwright)
@@ -79,13 +80,11 @@ def row(name: str, times: list[float], note: str = "") -> str:
 
 
 def make_app(store: Store):  # type: ignore[no-untyped-def]
-    from fastapi import FastAPI
+    """The app `tagstore serve` runs: the API over a resident store (one session connection, the index and
+    the vector copy loaded) with the page mounted."""
+    from tagstore.server.app import create_app
 
-    from tagstore.server import web
-
-    app = FastAPI()
-    web.mount(app, store)
-    return app
+    return create_app(store)
 
 
 def bench_routes(app, store: Store, answers: int, repeats: int) -> list[str]:  # type: ignore[no-untyped-def]

@@ -445,8 +445,8 @@ def load(
         raise missing(path) from None
     was_read = check_file(path, expected, stat, full=False) if expected is not None else False
     mapped = mmap and resolved == "cpu"
-    if mapped and prefetch and not was_read:
-        files.prefetch(path)
+    if mapped and prefetch and not was_read and not files.holds_inverted_lists(path):
+        files.prefetch(path)  # (an IVF file is read whole by FAISS itself: reading it first would double that)
     try:
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
     except (RuntimeError, MemoryError) as exc:

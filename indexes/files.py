@@ -126,6 +126,22 @@ def prefetch(path: Path) -> None:
         os.close(fd)
 
 
+_INNER_FOURCC_AT = 37
+"""Offset of the wrapped index's fourcc in an ``IDMap2`` file: fourcc, d (int32), ntotal, two int64
+fields, is_trained (1 byte), metric (int32; inner product carries no metric argument)."""
+
+
+def holds_inverted_lists(path: Path) -> bool:
+    """Whether the ``IDMap2`` file at ``path`` wraps an IVF index (fourcc ``Iw..``): FAISS reads its
+    inverted lists into memory whatever the flags, so mapping (and prefetching for the map) buys nothing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_INNER_FOURCC_AT + 4)
+    except OSError:
+        return False
+    return head[:4] == b"IxM2" and head[_INNER_FOURCC_AT : _INNER_FOURCC_AT + 2] == b"Iw"
+
+
 def verify(path: str | os.PathLike[str], info: IndexFileRecord, *, full: bool = True) -> None:
     """Raise :class:`IndexCorruptError` unless the file at ``path`` is the one ``info`` describes.
 

@@ -287,6 +287,25 @@ def test_mapped_load_prefetches_unless_checksum_read_it(flat: FaissIndex, tmp_pa
     assert reads == [info.path]
 
 
+def test_an_ivf_file_is_not_prefetched(data, tmp_path: Path, monkeypatch) -> None:
+    """FAISS reads an IVF index's lists whole: a prefetch before it would read the file twice."""
+    from tagstore.indexes import files
+
+    ids, vectors = data
+    ivf = build([(ids, vectors)], "IVF8,SQ8", DIM, "cpu", nprobe=8)
+    flat_info = build([(ids, vectors)], "Flat", DIM, "cpu").save(tmp_path / "flat.faiss")
+    ivf_info = ivf.save(tmp_path / "ivf.faiss")
+    assert files.holds_inverted_lists(ivf_info.path) and not files.holds_inverted_lists(flat_info.path)
+    reads: list[Path] = []
+    monkeypatch.setattr(files, "prefetch", reads.append)
+    loaded = load(ivf_info.path, ivf_info)
+    load(flat_info.path, flat_info)
+    assert reads == [flat_info.path]
+    got = loaded.search(vectors[:3], 5)
+    want = ivf.search(vectors[:3], 5)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
 def test_mmapped_index_becomes_writable(flat: FaissIndex, data, tmp_path: Path) -> None:
     ids, vectors = data
     info = flat.save(tmp_path / "tracks.faiss")
