@@ -12,7 +12,7 @@ from tagstore.cli import common
 
 def init(
     path: Optional[Path] = typer.Argument(None, help="Store folder (default: --store / $TAGSTORE_STORE / per-user)."),
-    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn (default: config `embedders`, else dsp,musicnn:layer=penultimate,aisfx, weights fetched on first use)."),
+    embedders: Optional[str] = typer.Option(None, "--embedders", "-e", help="Embedder spec(s), comma-separated, e.g. dsp,musicnn (default: config `embedders`, else dsp,musicnn, weights fetched on first use)."),
     index: Optional[str] = typer.Option(None, "--index", help="auto (chosen by size: Flat, then IVF) or a FAISS factory string: Flat, HNSW32, IVF1024,SQ8 ... (default: config `index`, else auto)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="Most memory the auto index may take, e.g. 8GB (default: half the RAM)."),
     json_out: bool = typer.Option(False, "--json", help="Print the new store's info as JSON."),

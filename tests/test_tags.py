@@ -178,11 +178,14 @@ def test_re_embed_refits_learned_tags(filled: Store, tmp_path: Path) -> None:
 
 def test_auto_method_follows_the_number_of_positives(filled: Store, tmp_path: Path) -> None:
     ids = [t.id for t in filled.tracks()]
-    s = api.add_tag(filled, "many", [str(i) for i in ids[:3]])
-    assert s.method == "ensemble"  # auto, 3 positives
+    s = api.add_tag(filled, "many", [str(i) for i in ids[:4]])
+    assert s.method == "ensemble"  # auto, 4 positives
+    assert api.add_tag(filled, "many", [str(ids[4])]).method == "probe"  # auto, 5 positives (AUTO_PROBE_FROM)
+    api.remove_examples(filled, "many", [str(ids[4])])
+    assert api.tags(filled, names=["many"])[0].method == "ensemble"
     for i in range(8):  # more tracks, so 10 positives are possible
         api.add(filled, [write_clip(tmp_path / "more" / f"m{i}.wav", "tone", 2.0, seed=200 + i)])
     ids = [t.id for t in filled.tracks()]
-    assert api.add_tag(filled, "many", [str(i) for i in ids[3:10]]).method == "probe"  # auto, 10 positives
+    assert api.add_tag(filled, "many", [str(i) for i in ids[4:10]]).method == "probe"  # auto, 10 positives
     assert api.add_tag(filled, "pinned", [str(ids[0])], method="prototype").method == "prototype"
     assert api.add_tag(filled, "pinned", [str(ids[1])]).method == "prototype"  # the choice is kept
