@@ -445,10 +445,15 @@ def load(
         raise missing(path) from None
     was_read = check_file(path, expected, stat, full=False) if expected is not None else False
     mapped = mmap and resolved == "cpu"
-    if mapped and prefetch and not was_read and not files.holds_inverted_lists(path):
-        files.prefetch(path)  # (an IVF file is read whole by FAISS itself: reading it first would double that)
+    lists = mapped and files.holds_inverted_lists(path)
+    if mapped and prefetch and not was_read and not lists:
+        files.prefetch(path)
     try:
-        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
+        if lists:  # IVF: the inverted lists mapped in place (a query touches nprobe of them), not read whole;
+            # FAISS maps them only through a FileIOReader (a path goes through a buffered reader it cannot map)
+            index = faiss.read_index(faiss.FileIOReader(str(path)), faiss.IO_FLAG_MMAP)
+        else:
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
     except (RuntimeError, MemoryError) as exc:
         raise IndexCorruptError(
             f"index file {path} cannot be read by FAISS ({first_line(exc)}); {REBUILD_HINT}"

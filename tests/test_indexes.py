@@ -287,7 +287,7 @@ def test_mapped_load_prefetches_unless_checksum_read_it(flat: FaissIndex, tmp_pa
     assert reads == [info.path]
 
 
-def test_an_ivf_file_is_not_prefetched(data, tmp_path: Path, monkeypatch) -> None:
+def test_an_ivf_file_is_mapped_not_prefetched(data, tmp_path: Path, monkeypatch) -> None:
     """FAISS reads an IVF index's lists whole: a prefetch before it would read the file twice."""
     from tagstore.indexes import files
 
@@ -301,9 +301,16 @@ def test_an_ivf_file_is_not_prefetched(data, tmp_path: Path, monkeypatch) -> Non
     loaded = load(ivf_info.path, ivf_info)
     load(flat_info.path, flat_info)
     assert reads == [flat_info.path]
+    assert loaded.mmapped  # the inverted lists are mapped from the file, not read
     got = loaded.search(vectors[:3], 5)
     want = ivf.search(vectors[:3], 5)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    loaded.add(np.array([10**6], np.int64), vectors[:1])  # writing first reads an in-memory copy
+    assert not loaded.mmapped and loaded.ntotal == len(ids) + 1
+    assert loaded.remove(np.array([10**6], np.int64)) == 1
+    got = loaded.search(vectors[:3], 5)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    verify(ivf_info.path, ivf_info)  # the file is untouched
 
 
 def test_mmapped_index_becomes_writable(flat: FaissIndex, data, tmp_path: Path) -> None:
