@@ -264,34 +264,43 @@ def delete_external_example(con: Connection, tag_id: int, content_hash: str) -> 
 # --- scores -------------------------------------------------------------------------------------
 
 
+WRITE_ROWS = 2_000_000
+"""Score rows written per statement by :func:`write_scores` (its frame: ~21 bytes a row)."""
+
+
 def write_scores(
     con: Connection, tag_ids: Sequence[int], thresholds: Sequence[float], ids: np.ndarray, scores: np.ndarray
 ) -> None:
-    """Replace the scores ``(n, len(tag_ids))`` of tracks ``ids`` (n,) for each tag (bulk, three statements per
-    tag). ``predicted`` is score >= threshold, except for the tag's examples: predicted as labelled.
+    """Replace the scores ``(n, len(tag_ids))`` of tracks ``ids`` (n,) for each tag. ``predicted`` is score >=
+    threshold, except for the tag's examples: predicted as labelled.
 
-    Rows already there are updated in place and only the missing ones inserted, which at 100k tracks is far
-    cheaper than deleting and re-inserting them (no churn in the primary-key index).
+    One upsert (``INSERT ... ON CONFLICT DO UPDATE`` on the primary key) per batch of tags of up to
+    :data:`WRITE_ROWS` rows: the key's index finds the rows, so the cost follows the rows written, not the
+    size of the score table (10k new tracks x 50 tags used to cost three statements per tag, each a scan
+    of the whole table).
     """
-    for j, (tag_id, thr) in enumerate(zip(tag_ids, thresholds)):
-        part = {"track_id": ids, "score": scores[:, j].astype(np.float32), "predicted": scores[:, j] >= thr}
+    n = len(ids)
+    if n == 0 or not len(tag_ids):
+        return
+    per = max(1, WRITE_ROWS // n)
+    keys = np.asarray(tag_ids, dtype=np.int64)
+    cuts = np.asarray(thresholds, dtype=np.float64)
+    for lo in range(0, len(keys), per):
+        block = scores[:, lo : lo + per].T  # (tags, n)
+        part = {
+            "tag_id": np.repeat(keys[lo : lo + per], n), "track_id": np.tile(np.asarray(ids, np.int64), len(block)),
+            "score": block.astype(np.float32).ravel(), "predicted": (block >= cuts[lo : lo + per, None]).ravel(),
+        }  # fmt: skip
         con.register("new_scores", part)
-        con.execute(
-            """UPDATE tag_scores SET score = n.score, predicted = n.predicted FROM new_scores n
-               WHERE tag_scores.tag_id = ? AND tag_scores.track_id = n.track_id""",
-            [tag_id],
-        )
-        con.execute(
-            """INSERT INTO tag_scores SELECT ?, n.track_id, n.score, n.predicted FROM new_scores n
-               ANTI JOIN (SELECT track_id FROM tag_scores WHERE tag_id = ?) s ON s.track_id = n.track_id""",
-            [tag_id, tag_id],
-        )
-        con.execute(
-            """UPDATE tag_scores SET predicted = e.label > 0 FROM tag_examples e
-               WHERE tag_scores.tag_id = ? AND e.tag_id = tag_scores.tag_id AND e.track_id = tag_scores.track_id""",
-            [tag_id],
-        )
-        con.unregister("new_scores")
+        try:
+            con.execute(
+                """INSERT INTO tag_scores
+                   SELECT n.tag_id, n.track_id, n.score, coalesce(e.label > 0, n.predicted) FROM new_scores n
+                   LEFT JOIN tag_examples e ON e.tag_id = n.tag_id AND e.track_id = n.track_id
+                   ON CONFLICT (tag_id, track_id) DO UPDATE SET score = excluded.score, predicted = excluded.predicted"""
+            )
+        finally:
+            con.unregister("new_scores")
 
 
 def clear_scores(con: Connection, tag_id: int) -> None:

@@ -132,21 +132,20 @@ def fit(store: Store, con: Connection, name: str, examples: list[Example], metho
 
 
 def score_catalogue(
-    store: Store, con: Connection, models: list[TagModel], only_missing_for: list[int] | None = None,
+    store: Store, con: Connection, models: list[TagModel], only: np.ndarray | None = None,
     mat: Matrix | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Scores of every stored track (or, with tag ids, tracks missing a score for any of them).
+    """Scores of every stored track, or of the tracks ``only`` (m,) int64 (ascending).
 
     Returns ids ``(n,)`` int64 and scores ``(n, len(models))`` float32.
     """
     if mat is not None:
-        keep = None if only_missing_for is None else np.isin(mat.ids, tag_sql.missing_scores(con, only_missing_for))
-        chunks = mat.chunks(keep, SCORE_CHUNK)
-    elif only_missing_for is None:
+        chunks = mat.chunks(None if only is None else np.isin(mat.ids, only), SCORE_CHUNK)
+    elif only is None:
         chunks = track_sql.iter_embeddings(con, store.layout.dim, SCORE_CHUNK)
     else:
-        missing = tag_sql.missing_scores(con, only_missing_for).tolist()
-        chunks = iter([(np.asarray(missing, dtype=np.int64), store.embeddings(missing, con))])
+        missing = np.asarray(only, dtype=np.int64)
+        chunks = iter([(missing, store.embeddings(missing.tolist(), con))])
     all_ids, all_scores = [], []
     for ids, raw in chunks:
         all_ids.append(ids)
@@ -290,12 +289,14 @@ def rescore(store: Store, names: Sequence[str] | None = None, all_tracks: bool =
         if not models:
             return {"tags": 0, "tracks": 0, "seconds": time.perf_counter() - t0}
         tag_ids = [m[0] for m in models]
-        n_missing = len(tag_sql.missing_scores(con, tag_ids)) if not all_tracks else None
+        missing = None if all_tracks else tag_sql.missing_scores(con, tag_ids)
+    if missing is not None and not len(missing):
+        return {"tags": len(models), "tracks": 0, "seconds": time.perf_counter() - t0}
     # A few new tracks are read from DuckDB directly; a big rescore goes through the mapped copy.
-    big = all_tracks or (n_missing or 0) > RESCORE_FROM_MATRIX
+    big = all_tracks or len(missing) > RESCORE_FROM_MATRIX
     mat = matrix(store) if big or matrix_is_current(store) else None
     with store.reader() as con:
-        ids, scores = score_catalogue(store, con, [m[2] for m in models], None if all_tracks else tag_ids, mat)
+        ids, scores = score_catalogue(store, con, [m[2] for m in models], missing, mat)
     if len(ids):
         with store.transaction() as con:
             tag_sql.write_scores(con, tag_ids, [float(m[2].threshold) for m in models], ids, scores)
