@@ -19,7 +19,6 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from tagstore.errors import TagError
 from tagstore.learning.decision import (
@@ -36,6 +35,7 @@ from tagstore.learning.model import METHODS, Ref, TagModel, combine_scores
 from tagstore.learning.sampling import sample_unlabelled
 from tagstore.learning.probe import C_DEFAULT, C_GRID, class_weights, newton_kernel
 from tagstore.learning.stats import CatalogueStats, as_matrix, unit_rows
+from tagstore.learning.threads import one_blas_thread
 
 log = logging.getLogger("tagstore")
 
@@ -334,7 +334,7 @@ def fit_examples(
     U = rows(sampled) if len(sampled) else np.zeros((0, stats.dim), np.float32)
     # The fit solves many tiny systems: BLAS threads only add contention there (5-10x slower on a busy
     # machine), and one thread makes the result independent of the machine's thread count.
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         try:
             model = fit_tag(X_pos, X_neg, U, stats, method=method, groups=groups, rule=rule)
         except TagError as exc:

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from tagstore.errors import StoreFormatError, TagError
 from tagstore.learning.decision import Calibration, OutOfFold, Rule
+from tagstore.learning.threads import one_blas_thread
 
 METHODS = ("probe", "prototype", "ensemble")
 FORMAT = "tagstore.tagmodel"
@@ -269,7 +269,7 @@ def _project(
     proj = np.empty((X.shape[0], P.shape[1]), np.float32)
     out_norms = np.empty(X.shape[0], np.float32) if norms else None
     # A (chunk, d) @ (d, 2T) product is memory-bound: BLAS threads only add start-up and contention per call.
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         for i in range(0, X.shape[0], SCORE_CHUNK):
             Xc = np.subtract(X[i : i + SCORE_CHUNK], mean, dtype=np.float32)
             proj[i : i + SCORE_CHUNK] = Xc @ P
