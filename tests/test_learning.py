@@ -363,3 +363,8 @@ def test_unlabelled_sample_is_the_set_difference_in_the_fixed_order():
         ordered = np.unique(pool)[position_order(np.unique(pool).size)]  # no seed (issue 11): one fixed order
         expected = np.sort(ordered[~np.isin(ordered, exclude)][:20])
         assert np.array_equal(sample_unlabelled(pool, exclude, size=20), expected)
+        catalogue = np.unique(pool)  # sorted and distinct, as a catalogue's ids come: the fast path
+        head = catalogue[position_order(catalogue.size)][:25].tolist()
+        for excluded in (exclude, head[:20], head[::2] + exclude):  # exclusions crowding the head too
+            want = np.sort(ordered[~np.isin(ordered, excluded)][:20])
+            assert np.array_equal(sample_unlabelled(catalogue, excluded, size=20), want)
