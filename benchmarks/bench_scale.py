@@ -173,7 +173,7 @@ def bench_size(n: int, dim: int, work: Path, args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         matrix(store)
         refresh = time.perf_counter() - t0
-    print(f"| refresh the vector copy ({n:,} x {dim}, bfloat16 from 100k) | {refresh:.1f} | once per change of the catalogue |",
+    print(f"| refresh the vector copy ({n:,} x {dim}, bfloat16 from 1 GiB of float32) | {refresh:.1f} | once per change of the catalogue |",
           flush=True)  # fmt: skip
     times = []
     for r in range(args.repeats):

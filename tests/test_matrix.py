@@ -53,7 +53,7 @@ def test_large_store_copy_is_bfloat16(tmp_path: Path, monkeypatch) -> None:
     from tagstore.catalogue import tags as tag_sql
     from tagstore.learning import TagModel, score_tags
 
-    monkeypatch.setattr(matrix_mod, "BF16_FROM", 100)
+    monkeypatch.setattr(matrix_mod, "BF16_FROM", 100 * 32 * 4)  # 100 tracks of the 32-d layout
     store = synthetic(tmp_path / "s", 400)
     with store.write_lock():
         mat = matrix_mod.matrix(store)

@@ -2,7 +2,7 @@
 
 Scoring every track for a tag needs every raw vector; reading 100k x 512 float32 BLOBs out of DuckDB
 costs ~0.4 s of Python object churn per pass, a memory-mapped ``.npy`` file ~0.02 s. From
-:data:`BF16_FROM` tracks the copy is bfloat16: at 1M x 1408 that is 2.8 GB instead of 5.6 GB, which keeps
+:data:`BF16_FROM` bytes of float32 the copy is bfloat16: at 1M x 1408 that is 2.8 GB instead of 5.6 GB, which keeps
 the store folder within twice the raw vectors (benchmarks/README.md). Like the index,
 the copy is derived: DuckDB stays the source of truth, the files are written atomically, recorded
 (generation, count, layout digest, size, mtime) in the catalogue and rebuilt whenever the record, the
@@ -27,10 +27,11 @@ from tagstore.fileio import atomic_write, ensure_dir, remove_stale_temps_in
 from tagstore.store import Store
 
 
-BF16_FROM = 100_000
-"""From this many tracks the copy is bfloat16 (half the disk and page cache of float32; 8 significant
-bits, so a value moves by at most 0.2% and a score by ~1e-3 of its range); smaller stores keep exact
-float32. bfloat16 keeps float32's range, so no embedding value can overflow it."""
+BF16_FROM = 1 << 30
+"""From this many bytes of a float32 copy (n x dim x 4: 190k tracks at 1408-d, 524k at 512-d) the copy is
+bfloat16 (half the disk and page cache of float32; 8 significant bits, so a value moves by at most 0.2% and
+a score by ~1e-3 of its range); smaller stores keep exact float32, read without a decoding pass. bfloat16
+keeps float32's range, so no embedding value can overflow it."""
 CHUNK = 16384
 """Rows decoded at a time by :meth:`Matrix.chunks`."""
 
@@ -62,7 +63,8 @@ class Matrix:
 
     def chunks(self, select: np.ndarray | None = None, size: int = CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids (m,), vectors (m, dim) float32)`` in file order, ``size`` rows at a time; ``select`` (n,)
-        bool keeps only those rows. The vectors array is reused: it is valid until the next chunk."""
+        bool keeps only those rows. The vectors array is reused (or, for float32 without ``select``, a read-only
+        view of the mapped file): it is valid until the next chunk."""
         buf = np.empty((min(size, len(self.ids)), self.stored.shape[1]), np.float32)
         for lo in range(0, len(self.ids), size):
             ids, block = self.ids[lo : lo + size], self.stored[lo : lo + size]
@@ -71,7 +73,10 @@ class Matrix:
                 if not keep.any():
                     continue
                 ids, block = ids[keep], block[keep]
-            yield ids, decode(block, buf[: len(ids)])
+            if self.encoding == "float32" and select is None:
+                yield ids, block  # the mapped rows themselves (read-only): no copy
+            else:
+                yield ids, decode(block, buf[: len(ids)])
 
 
 def encode_bf16(x: np.ndarray) -> np.ndarray:
@@ -143,7 +148,7 @@ def is_current(store: Store) -> bool:
 
 def matrix(store: Store, con: cat.Connection | None = None) -> Matrix:
     """All stored embeddings from the memory-mapped copy (refreshed here when stale), float32 or, from
-    :data:`BF16_FROM` tracks, bfloat16 (:meth:`Matrix.rows` and :meth:`Matrix.chunks` return float32).
+    :data:`BF16_FROM` bytes, bfloat16 (:meth:`Matrix.rows` and :meth:`Matrix.chunks` return float32).
     A refresh streams DuckDB into the file chunk by chunk (memory: one chunk).
 
     The caller holds the write lock. ``con``: a read-write connection of the caller's transaction to
@@ -200,7 +205,7 @@ def _check(store: Store, con: cat.Connection) -> tuple[dict[str, Any] | None, di
     stem = uuid.uuid4().hex[:12]
     fresh = {"generation": generation, "layout": store.layout.digest, "count": int(n),
              "ids": f"ids-{stem}.npy", "vectors": f"vectors-{stem}.npy"}  # fmt: skip
-    bf16 = n >= BF16_FROM
+    bf16 = n * store.layout.dim * 4 >= BF16_FROM
     ids, stat = _stream_vectors(folder / fresh["vectors"], con, n, store.layout.dim, bf16)
     fresh["vectors_stat"], fresh["encoding"] = list(stat), "bfloat16" if bf16 else "float32"
     fresh["ids_stat"] = list(_write_npy(folder / fresh["ids"], ids))
