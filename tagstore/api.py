@@ -80,6 +80,7 @@ def _writing(store: Store) -> Iterator[Store]:
     outermost = not store.writing
     with store.write_lock():
         if outermost:
+            _remove_stale_temps(store)
             complete_pending(store)
         yield store
         if outermost:
@@ -89,6 +90,15 @@ def _writing(store: Store) -> Iterator[Store]:
                 lookup.refresh(store)
             except OSError as exc:  # derived and optional: the write itself is done and committed
                 logging.getLogger("tagstore").warning("could not write the id lookup in %s: %s", store.path, exc)
+
+
+def _remove_stale_temps(store: Store) -> None:
+    """Remove the temp files a killed writer left in the derived folders (its pid is gone; the lock is ours)."""
+    from tagstore.derived.lookup import LOOKUP_DIR
+    from tagstore.fileio import remove_stale_temps_in
+
+    for folder in (store.path, store.path / cat.INDEX_DIR, store.cache_dir, store.path / LOOKUP_DIR):
+        remove_stale_temps_in(folder)
 
 
 def complete_pending(store: Store) -> list[str]:

@@ -95,3 +95,19 @@ def test_one_handle_reads_from_many_threads_in_a_session(store: Store, library: 
             t.join()
     assert not errors, errors
     assert counts == [expected] * 80
+
+
+def test_a_writing_command_removes_a_killed_writers_temp_files(store: Store, library: Path) -> None:
+    """A writer killed mid-write leaves `.NAME.PID.HEX.tmp` files in the derived folders; the next writing
+    command (any: here `tag`) removes those whose writer is gone, and leaves a live writer's alone."""
+    import os
+
+    api.add(store, [library])
+    dead = 999_999_999  # above any pid Linux hands out
+    left = [store.path / folder / f".vectors-x.npy.{dead}.abcd.tmp" for folder in ("cache", "index", "lookup")]
+    live = store.path / "cache" / f".vectors-y.npy.{os.getppid()}.abcd.tmp"
+    for tmp in [*left, live]:
+        tmp.parent.mkdir(exist_ok=True)
+        tmp.write_bytes(b"half a file")
+    api.tag(store)
+    assert not any(t.exists() for t in left) and live.exists()
