@@ -144,6 +144,8 @@ def similar_by_id(store: Path, track_id: int, k: int = 10, text: str | None = No
         rec, idx = stamp["lookup"], stamp["index"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if EXACT.fullmatch(str(idx.get("factory") or "").replace(" ", "")) is None:
+        return None  # the record names an index that does not hold its vectors exactly: not worth loading
     if not _files_valid(folder, rec):
         return None
     ids = np.load(folder / rec["ids"], mmap_mode="r")
