@@ -208,7 +208,7 @@ def test_sigkilled_ray_ingest_resumes_without_duplicates(plain, folder: Path, tm
     deadline = time.monotonic() + 180
     try:
         while not bulk.shard_files(shards) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.01)  # a shard takes its files' embedding time: this finds the first alone
         assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()[-2000:]}"
         assert bulk.shard_files(shards), "no shard within 180 s"
         os.killpg(proc.pid, signal.SIGKILL)
