@@ -362,7 +362,7 @@ def import_embeddings(store: Store, directory: str | os.PathLike[str], progress:
     files = bulk.shard_files(folder)
     if not files:
         raise InputError(f"{folder} holds no shards (*.parquet); give the folder `tagstore export-embeddings` wrote")
-    with store.write_lock():
+    with _writing(store):
         report = bulk.import_shards(store, files, progress=progress)
         _after_ingest(store, report)
     return report
@@ -420,7 +420,7 @@ def update(
         report = library.scan(store, list(paths) if paths else None, progress)
         report.dry_run = True
         return report
-    with store.write_lock():
+    with _writing(store):
         report = library.scan(store, list(paths) if paths else None, progress)
         library.apply_moves(store, report.moved)
         changed = False
@@ -752,7 +752,7 @@ def write(
 
     if dry_run:
         return filetags.write(store, source, field, tags, min_score, tracks, dry_run=True)
-    with store.write_lock():
+    with _writing(store):
         return filetags.write(store, source, field, tags, min_score, tracks, progress=progress)
 
 
@@ -762,7 +762,7 @@ def undo_write(store: Store, dry_run: bool = False, progress: Progress | None = 
 
     if dry_run:
         return filetags.undo(store, dry_run=True)
-    with store.write_lock():
+    with _writing(store):
         return filetags.undo(store, progress=progress)
 
 
@@ -783,7 +783,7 @@ def import_labels(store: Store, path: str | os.PathLike[str]) -> list[TagSummary
     """Create or extend every tag a labels CSV names (columns path or id, tags, negative_tags), all or nothing."""
     from tagstore.tags import importing
 
-    with store.write_lock():
+    with _writing(store):
         return importing.import_labels(store, path)
 
 

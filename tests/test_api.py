@@ -111,3 +111,22 @@ def test_a_writing_command_removes_a_killed_writers_temp_files(store: Store, lib
         tmp.write_bytes(b"half a file")
     api.tag(store)
     assert not any(t.exists() for t in left) and live.exists()
+
+
+def test_every_writing_command_completes_pending_work_first(store: Store, library: Path, tmp_path: Path) -> None:
+    """Work a killed command recorded as pending (here: rescoring) is done by whichever writing command
+    comes next, `update`, `import-labels` and `write` included, not only `add` or `tag`."""
+    from tagstore.catalogue import pending, transaction
+
+    api.add(store, [library])
+    ids = [t.id for t in api.tracks(store)]
+    api.add_tag(store, "p", examples=[str(i) for i in ids[:2]])
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"id,tags\n{ids[3]},q\n")
+    for command in (lambda: api.update(store), lambda: api.import_labels(store, labels),
+                    lambda: api.write(store, dry_run=False, tracks=[str(ids[0])])):  # fmt: skip
+        with store.write_lock(), transaction(store.path) as con:
+            pending.add(con, pending.RESCORE)
+        command()
+        with store.reader() as con:
+            assert pending.tasks(con) == []
