@@ -92,13 +92,13 @@ def _writing(store: Store) -> Iterator[Store]:
                 logging.getLogger("tagstore").warning("could not write the id lookup in %s: %s", store.path, exc)
 
 
-def _remove_stale_temps(store: Store) -> None:
-    """Remove the temp files a killed writer left in the derived folders (its pid is gone; the lock is ours)."""
-    from tagstore.derived.lookup import LOOKUP_DIR
-    from tagstore.fileio import remove_stale_temps_in
+def _remove_stale_temps(store: Store) -> list[Path]:
+    """Remove what killed writers left (:func:`tagstore.check.stale_temps`: their pids are gone, and the write
+    lock is ours, so no init is half-way either); returns what was removed."""
+    from tagstore import check as checks
+    from tagstore.fileio import remove_files
 
-    for folder in (store.path, store.path / cat.INDEX_DIR, store.cache_dir, store.path / LOOKUP_DIR):
-        remove_stale_temps_in(folder)
+    return remove_files(checks.stale_temps(store))
 
 
 def complete_pending(store: Store) -> list[str]:
@@ -825,15 +825,11 @@ def check(
 
 
 def _repair(store: Store, report: CheckReport) -> list[str]:
-    from tagstore import check as checks
     from tagstore import ingest
     from tagstore.tags import fitting
 
-    done: list[str] = []
+    done = [f"removed {tmp}" for tmp in _remove_stale_temps(store)]
     kinds = report.kinds()
-    for tmp in checks.stale_temps(store):
-        tmp.unlink(missing_ok=True)
-        done.append(f"removed {tmp}")
     for problem in report.problems:
         if problem.kind == "cache-corrupt":
             for old in store.cache_dir.glob("*.npy"):

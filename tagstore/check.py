@@ -190,8 +190,10 @@ def _check_cache(store: Store, report: CheckReport) -> None:
 
 def stale_temps(store: Store) -> list[Path]:
     """Temp files of writers that are gone: atomic-write temps in the derived folders, a half-made catalogue."""
+    from tagstore.derived.lookup import LOOKUP_DIR
+
     found = []
-    for folder in (store.path, store.path / cat.INDEX_DIR, store.cache_dir):
+    for folder in (store.path, store.path / cat.INDEX_DIR, store.cache_dir, store.path / LOOKUP_DIR):
         if folder.is_dir():
             found += stale_temps_in(folder)
     init = cat.catalogue_path(store.path).with_name(cat.CATALOGUE_FILE + ".init")

@@ -12,7 +12,7 @@ import contextlib
 import errno
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +20,7 @@ from typing import BinaryIO
 from tagstore.errors import StorageError
 
 __all__ = [
-    "Written", "atomic_write", "ensure_dir", "file_hash", "fsync_dir", "remove_stale_temps", "remove_stale_temps_in",
+    "Written", "atomic_write", "ensure_dir", "file_hash", "fsync_dir", "remove_files", "remove_stale_temps", "remove_stale_temps_in",
     "stale_temps_in", "storage_errors", "write_problem",
 ]  # fmt: skip
 
@@ -71,21 +71,17 @@ def pid_alive(pid: int) -> bool:
 
 def remove_stale_temps(path: Path) -> list[Path]:
     """Remove temp files of ``path`` left by writers that are no longer running; returns what was removed."""
-    removed = []
     try:
         candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
     except OSError:
-        return removed
+        return []
+    stale = []
     for tmp in candidates:
         parts = tmp.name[len(path.name) + 2 : -4].split(".")
         if len(parts) != 2 or not parts[0].isdigit() or pid_alive(int(parts[0])) and int(parts[0]) != os.getpid():
             continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass
-    return removed
+        stale.append(tmp)
+    return remove_files(stale)
 
 
 def stale_temps_in(folder: str | os.PathLike[str]) -> list[Path]:
@@ -104,11 +100,16 @@ def stale_temps_in(folder: str | os.PathLike[str]) -> list[Path]:
 
 def remove_stale_temps_in(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove :func:`stale_temps_in` ``folder`` (derived files get new names, so per-file cleaning misses them)."""
+    return remove_files(stale_temps_in(folder))
+
+
+def remove_files(paths: Iterable[Path]) -> list[Path]:
+    """Unlink each of ``paths``, passing over those that cannot be removed; returns those removed."""
     removed = []
-    for tmp in stale_temps_in(folder):
+    for path in paths:
         try:
-            tmp.unlink()
-            removed.append(tmp)
+            path.unlink()
+            removed.append(path)
         except OSError:
             pass
     return removed
