@@ -144,8 +144,8 @@ def similar_by_id(store: Path, track_id: int, k: int = 10, text: str | None = No
         rec, idx = stamp["lookup"], stamp["index"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if EXACT.fullmatch(str(idx.get("factory") or "").replace(" ", "")) is None:
-        return None  # the record names an index that does not hold its vectors exactly: not worth loading
+    if not _exact(str(idx.get("factory") or "")):
+        return None  # an index that does not hold its vectors exactly: the catalogue answers (not worth loading)
     if not _files_valid(folder, rec):
         return None
     ids = np.load(folder / rec["ids"], mmap_mode="r")
@@ -156,8 +156,6 @@ def similar_by_id(store: Path, track_id: int, k: int = 10, text: str | None = No
     info = indexes.IndexFileInfo(path, idx["checksum"], idx["size"], idx["mtime_ns"], idx["count"], idx["dim"], idx["factory"])
     try:
         index = indexes.load(path, expected=info, prefetch=not resident(path))
-        if not _exact(index):
-            return None
         vec = index.reconstruct(track_id)[None, :]
         k = min(k, max(int(index.ntotal) - 1, 1))  # never more results than other tracks (memory follows k)
         scores, found = index.search(vec, k, exclude_ids=np.asarray([track_id], dtype=np.int64))
@@ -221,6 +219,6 @@ EXACT = re.compile(r"Flat|HNSW\d+(,Flat)?|IVF\d+(_HNSW\d+)?,Flat")
 """Factories whose stored vectors come back exactly (IVF ones only with a direct map, else reconstruct fails)."""
 
 
-def _exact(index: indexes.FaissIndex) -> bool:
-    """Whether the index returns stored vectors exactly (so a reconstructed query equals the stored one)."""
-    return EXACT.fullmatch(index.factory.replace(" ", "")) is not None
+def _exact(factory: str) -> bool:
+    """Whether an index of ``factory`` returns stored vectors exactly (so a reconstructed query equals the stored one)."""
+    return EXACT.fullmatch(factory.replace(" ", "")) is not None
