@@ -5,19 +5,19 @@ tag's threshold was set by hand)."""
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
 from tagstore.catalogue import Connection
 from tagstore.catalogue import tags as tag_sql
 from tagstore.catalogue.tags import Decision
-from tagstore.errors import InputError, TagError
+from tagstore.errors import TagError
 from tagstore.learning import Rule, TagModel, rethreshold
 from tagstore.learning.decision import MODEL_TAGS_PER_TRACK, top_share_thresholds
 from tagstore.store import Store
 from tagstore.tags.examples import check_tag_name, require_tag
 from tagstore.tags.fitting import decision
+from tagstore.tags.thresholds import finite_threshold
 from tagstore.tags.views import TagSummary, list_tags
 
 
@@ -44,9 +44,7 @@ def set_score_threshold(store: Store, name: str, score: float) -> TagSummary:
     """Put a tag's threshold at ``score`` on its own score scale (the web page's slider over the score
     histogram). A calibrated learned tag keeps it as the probability there (so a later refit keeps the
     same probability); any other tag as the number itself. Writes: the caller holds the write lock."""
-    name, value = check_tag_name(name), float(score)
-    if not math.isfinite(value):
-        raise InputError(f"threshold {score!r} is not a finite number; give one such as 0.5")
+    name, value = check_tag_name(name), finite_threshold(score)
     with store.transaction() as con:
         row = require_tag(con, name)
         if row.kind == "model":

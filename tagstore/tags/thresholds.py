@@ -18,7 +18,8 @@ from tagstore.tags.examples import check_tag_name, require_tag
 from tagstore.tags.views import list_tags
 
 
-def _value(threshold: float) -> float:
+def finite_threshold(threshold: float) -> float:
+    """``threshold`` as a float, or InputError when it is NaN or infinite."""
     value = float(threshold)
     if not math.isfinite(value):
         raise InputError(f"threshold {threshold!r} is not a finite number; give one such as 0.5")
@@ -27,7 +28,7 @@ def _value(threshold: float) -> float:
 
 def count_at_least(store: Store, name: str, threshold: float) -> int:
     """How many tracks a tag would predict at ``threshold``."""
-    value = _value(threshold)
+    value = finite_threshold(threshold)
     with store.reader() as con:
         return tag_sql.count_at_least(con, require_tag(con, check_tag_name(name)).id, value)
 
